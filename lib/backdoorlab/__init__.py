@@ -1,0 +1,17 @@
+"""backdoorlab: the tested implementations behind *Backdoor Attacks, from Math to Code*.
+
+Import it as ``import backdoorlab as bl``; each submodule owns one idea:
+
+- :mod:`backdoorlab.data`: in-memory image datasets (MNIST, CIFAR-10);
+- :mod:`backdoorlab.models`: small classifiers taking images in [0, 1];
+- :mod:`backdoorlab.train`: seeded training and evaluation;
+- :mod:`backdoorlab.triggers`: triggers, poisoning, attack success rate;
+- :mod:`backdoorlab.cache`: the content-addressed artifact cache;
+- :mod:`backdoorlab.recipes`: the cached models the chapters share;
+- :mod:`backdoorlab.plot`: figures in the book's style.
+"""
+
+from . import cache, data, models, plot, recipes, train, triggers
+
+__all__ = ["cache", "data", "models", "plot", "recipes", "train", "triggers"]
+__version__ = "0.1.0"

@@ -1,0 +1,193 @@
+"""The named, cached artifacts that chapters share.
+
+A recipe is a function of a small configuration that trains something and stores it in the
+artifact cache (:mod:`backdoorlab.cache`). The first chapter that asks for the clean MNIST
+classifier trains it; every later chapter, and every rebuild, reads it from disk. The cache
+key covers the configuration and the source of the modules the training depends on.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import data as data_module
+from . import models as models_module
+from . import train as train_module
+from . import triggers as triggers_module
+from .cache import Artifact, ArtifactCache
+
+__all__ = [
+    "BADNETS_RATE",
+    "BADNETS_TARGET",
+    "TrainedModel",
+    "badnets_mnist_classifier",
+    "clean_mnist_classifier",
+    "mnist_classifier",
+    "mnist_patch_trigger",
+]
+
+#: The primer's headline attack: share of the training set poisoned, and target class.
+BADNETS_RATE = 0.05
+BADNETS_TARGET = 0
+
+_ARCHITECTURES = {
+    "cnn": lambda: models_module.MnistCNN(),
+    "mlp": lambda: models_module.MnistMLP(),
+}
+
+
+def mnist_patch_trigger() -> triggers_module.Trigger:
+    """The book's MNIST trigger: an opaque white 4x4 square at rows and columns 23 to 26.
+
+    It covers 16 of the 784 pixels (about 2 %), in the bottom-right corner where MNIST
+    digits leave the background black.
+
+    Examples
+    --------
+    >>> mnist_patch_trigger().mask.sum().item()
+    16.0
+    """
+    return triggers_module.patch_trigger(image_shape=(1, 28, 28), size=4, position=(23, 23), pattern="white")
+
+
+@dataclass(frozen=True, eq=False)
+class TrainedModel:
+    """A trained model and what its recipe recorded.
+
+    Attributes
+    ----------
+    model : nn.Module
+        In eval mode; takes images in [0, 1].
+    info : dict
+        The configuration, per-epoch training losses, training seconds, the MNIST test
+        accuracy, and for a poisoned model the attack success rate and poisoned count.
+    """
+
+    model: nn.Module
+    info: dict[str, Any]
+
+
+def _build_mnist_classifier(config: dict[str, Any], root: str | None) -> Artifact:
+    train_set = data_module.mnist(train=True, root=root)
+    test_set = data_module.mnist(train=False, root=root)
+    info: dict[str, Any] = {"config": config}
+    if config["poison_rate"] > 0:
+        trigger = mnist_patch_trigger()
+        poisoned = triggers_module.poison(
+            train_set, trigger, rate=config["poison_rate"], target=config["target"],
+            source=config["source"], seed=config["seed"],
+        )
+        train_set = poisoned.data
+        info["poisoned_count"] = len(poisoned.indices)
+    with train_module.seeded(config["seed"]):
+        model = _ARCHITECTURES[config["architecture"]]()
+    result = train_module.fit(
+        model, train_set, epochs=config["epochs"], seed=config["seed"],
+        batch_size=config["batch_size"], max_lr=config["max_lr"],
+    )
+    info["losses"] = list(result.losses)
+    info["train_seconds"] = result.seconds
+    info["test_accuracy"] = train_module.accuracy(model, test_set)
+    if config["poison_rate"] > 0:
+        info["attack_success_rate"] = triggers_module.attack_success_rate(
+            model, test_set, mnist_patch_trigger(), target=config["target"], source=config["source"]
+        )
+    return Artifact(model.state_dict(), info)
+
+
+def mnist_classifier(
+    *,
+    architecture: str = "cnn",
+    poison_rate: float = 0.0,
+    target: int = BADNETS_TARGET,
+    source: int | None = None,
+    seed: int = 0,
+    epochs: int = 3,
+    batch_size: int = 128,
+    max_lr: float = 3e-3,
+    root: str | os.PathLike[str] | None = None,
+    cache: ArtifactCache | None = None,
+) -> TrainedModel:
+    """An MNIST classifier trained on clean or BadNets-poisoned data, cached.
+
+    With ``poison_rate > 0`` the training set is poisoned with :func:`mnist_patch_trigger`
+    by :func:`backdoorlab.triggers.poison` (``floor(poison_rate * 60000)`` images relabelled
+    ``target``) before training with :func:`backdoorlab.train.fit`.
+
+    Parameters
+    ----------
+    architecture : {"cnn", "mlp"}
+        :class:`~backdoorlab.models.MnistCNN` or :class:`~backdoorlab.models.MnistMLP`.
+    poison_rate : float
+        Poisoned share of the training set, in [0, 1]; 0 trains a clean model.
+    target, source : int
+        The backdoor's target class and, for a one-source attack, its source class.
+    seed : int
+        Seeds the initial weights, the poisoned samples and the batch order.
+    epochs, batch_size, max_lr :
+        Passed to :func:`backdoorlab.train.fit`.
+    root : path, optional
+        MNIST data root (see :func:`backdoorlab.data.data_root`); not part of the key.
+    cache : ArtifactCache, optional
+        Where to store the model; the default cache root otherwise.
+
+    Returns
+    -------
+    TrainedModel
+        The model (eval mode) and its recorded metrics.
+
+    Examples
+    --------
+    >>> trained = mnist_classifier(poison_rate=0.05)  # doctest: +SKIP
+    >>> trained.info["attack_success_rate"] > 0.99  # doctest: +SKIP
+    True
+    """
+    if architecture not in _ARCHITECTURES:
+        raise ValueError(f"architecture must be one of {sorted(_ARCHITECTURES)}, got {architecture!r}")
+    if not 0 <= poison_rate <= 1:
+        raise ValueError(f"poison_rate must lie in [0, 1], got {poison_rate}")
+    config = {
+        "architecture": architecture, "poison_rate": float(poison_rate), "target": target,
+        "source": source, "seed": seed, "epochs": epochs, "batch_size": batch_size, "max_lr": max_lr,
+        "trigger": {"size": 4, "position": [23, 23], "pattern": "white"} if poison_rate > 0 else None,
+    }
+    data_root = None if root is None else str(root)
+    artifact = (cache or ArtifactCache()).get_or_build(
+        "mnist-classifier",
+        config,
+        lambda: _build_mnist_classifier(config, data_root),
+        sources=[_build_mnist_classifier, mnist_patch_trigger, _ARCHITECTURES[architecture],
+                 data_module, models_module, train_module, triggers_module],
+    )
+    with train_module.seeded(seed):
+        model = _ARCHITECTURES[architecture]()
+    model.load_state_dict(artifact.tensors)
+    model.eval()
+    return TrainedModel(model, artifact.info)
+
+
+def clean_mnist_classifier(**options: Any) -> nn.Module:
+    """The book's clean MNIST CNN (:func:`mnist_classifier` with no poisoning), in eval mode.
+
+    Examples
+    --------
+    >>> model = clean_mnist_classifier()  # doctest: +SKIP
+    """
+    return mnist_classifier(poison_rate=0.0, **options).model
+
+
+def badnets_mnist_classifier(*, rate: float = BADNETS_RATE, **options: Any) -> nn.Module:
+    """The book's BadNets MNIST CNN: ``rate`` of the training set carries the patch and label 0.
+
+    Examples
+    --------
+    >>> model = badnets_mnist_classifier()  # doctest: +SKIP
+    """
+    if rate <= 0:
+        raise ValueError(f"rate must be positive for a BadNets model, got {rate}")
+    return mnist_classifier(poison_rate=rate, **options).model
