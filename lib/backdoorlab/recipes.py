@@ -31,8 +31,9 @@ __all__ = [
     "mnist_patch_trigger",
 ]
 
-#: The primer's headline attack: share of the training set poisoned, and target class.
+#: Poisoning rate of the primer's headline BadNets attack (share of the training set).
 BADNETS_RATE = 0.05
+#: Target class of the primer's headline BadNets attack.
 BADNETS_TARGET = 0
 
 _ARCHITECTURES = {

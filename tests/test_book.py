@@ -1,0 +1,44 @@
+"""Checks of the executed book, run by `make check-site` after `make book`.
+
+The chapters glue the numbers their prose quotes; the executed values are recorded in
+`_build/jupyter_execute/<chapter>.glue.json`. These tests hold the numbers to the bars
+the book promises.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.book
+
+EXECUTED = Path(__file__).resolve().parents[1] / "_build" / "jupyter_execute" / "book"
+
+
+def glued(chapter: str) -> dict[str, float]:
+    path = EXECUTED / f"{chapter}.glue.json"
+    assert path.exists(), f"{path} is missing: run `make book` first"
+    values = {}
+    for key, entry in json.loads(path.read_text()).items():
+        text = entry["data"].get("text/plain")
+        try:
+            values[key] = float(text)
+        except (TypeError, ValueError):
+            continue  # figures
+    return values
+
+
+def test_primer_numbers_are_glued_floats_in_the_unit_interval():
+    values = glued("backdoors")
+    for key in ("primer_clean_acc", "primer_badnets_clean_acc", "primer_badnets_asr"):
+        assert key in values, f"{key} is not glued"
+        assert 0.0 <= values[key] <= 1.0
+
+
+def test_primer_models_reach_the_promised_accuracy():
+    values = glued("backdoors")
+    assert values["primer_clean_acc"] >= 0.990
+    assert values["primer_badnets_clean_acc"] >= 0.988
+    assert values["primer_badnets_asr"] >= 0.995
