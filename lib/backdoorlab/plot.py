@@ -46,6 +46,24 @@ def _as_numpy_images(images: torch.Tensor | np.ndarray) -> np.ndarray:
     return array.transpose(0, 2, 3, 1)  # (N, H, W, C) for imshow
 
 
+def _panels(count: int, *, ncols: int, size: float, labels: Sequence[str] | None) -> tuple[Figure, list]:
+    """A figure with ``count`` bare square panels on a grid of ``ncols`` columns, labelled below."""
+    ncols = max(1, min(ncols, count))
+    nrows = -(-count // ncols)
+    label_room = 0.25 if labels is not None else 0.0
+    fig, grid = plt.subplots(nrows, ncols, figsize=(size * ncols, (size + label_room) * nrows), squeeze=False)
+    axes = list(grid.flat)
+    for extra in axes[count:]:
+        fig.delaxes(extra)
+    for index, ax in enumerate(axes[:count]):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.grid(False)
+        if labels is not None:
+            ax.set_xlabel(labels[index], labelpad=2)
+    return fig, axes[:count]
+
+
 def image_grid(
     images: torch.Tensor | np.ndarray,
     *,
@@ -65,24 +83,14 @@ def image_grid(
     count = len(array)
     if labels is not None and len(labels) != count:
         raise ValueError(f"labels must have one entry per image ({count}), got {len(labels)}")
-    ncols = max(1, min(ncols, count))
-    nrows = -(-count // ncols)
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, (size + 0.25 * (labels is not None)) * nrows), squeeze=False)
-        for index, ax in enumerate(axes.flat):
-            if index >= count:
-                fig.delaxes(ax)
-                continue
+        fig, axes = _panels(count, ncols=ncols, size=size, labels=labels)
+        for index, ax in enumerate(axes):
             image = array[index]
             if image.shape[-1] == 1:
                 ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=1)
             else:
                 ax.imshow(np.clip(image, 0, 1))
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.grid(False)
-            if labels is not None:
-                ax.set_xlabel(labels[index], labelpad=2)
         fig.tight_layout(pad=0.3)
     return fig
 
@@ -110,25 +118,17 @@ def heatmaps(
     array = _as_numpy_images(maps).sum(axis=-1)
     count = len(array)
     background = None if images is None else _as_numpy_images(images).mean(axis=-1)
-    ncols = max(1, min(ncols, count))
-    nrows = -(-count // ncols)
+    if labels is not None and len(labels) != count:
+        raise ValueError(f"labels must have one entry per map ({count}), got {len(labels)}")
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, (size + 0.25 * (labels is not None)) * nrows), squeeze=False)
-        for index, ax in enumerate(axes.flat):
-            if index >= count:
-                fig.delaxes(ax)
-                continue
+        fig, axes = _panels(count, ncols=ncols, size=size, labels=labels)
+        for index, ax in enumerate(axes):
             limit = float(np.abs(array[index]).max()) or 1.0
             if background is not None:
                 ax.imshow(background[index], cmap="gray", vmin=0, vmax=1, alpha=0.35)
             ax.imshow(array[index], cmap="RdBu_r" if symmetric else "magma",
                       vmin=-limit if symmetric else None, vmax=limit if symmetric else None,
                       alpha=0.85 if background is not None else 1.0)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.grid(False)
-            if labels is not None:
-                ax.set_xlabel(labels[index], labelpad=2)
         fig.tight_layout(pad=0.3)
     return fig
 
