@@ -8,10 +8,13 @@ Import it as ``import backdoorlab as bl``; each submodule owns one idea:
 - :mod:`backdoorlab.triggers`: triggers, poisoning, attack success rate;
 - :mod:`backdoorlab.cache`: the content-addressed artifact cache;
 - :mod:`backdoorlab.recipes`: the cached models the chapters share;
-- :mod:`backdoorlab.plot`: figures in the book's style.
+- :mod:`backdoorlab.plot`: figures in the book's style;
+- :mod:`backdoorlab.uap`: DeepFool and universal adversarial perturbations;
+- :mod:`backdoorlab.copula`: vine copulas, mutual information and KL by Monte Carlo;
+- :mod:`backdoorlab.attribution`: Integrated Gradients and gradient maps.
 """
 
-from . import cache, data, models, plot, recipes, train, triggers
+from . import attribution, cache, copula, data, models, plot, recipes, train, triggers, uap
 
-__all__ = ["cache", "data", "models", "plot", "recipes", "train", "triggers"]
+__all__ = ["attribution", "cache", "copula", "data", "models", "plot", "recipes", "train", "triggers", "uap"]
 __version__ = "0.1.0"

@@ -1,0 +1,232 @@
+"""Mutual information of a vine copula: Monte Carlo against the earlier notebook's grid average.
+
+Run from the repository root (after ``pip install -e .``)::
+
+    python benchmarks/copula.py
+
+Setting. A 5-dimensional Gaussian copula with the Markov-chain correlation
+``R_ij = 0.5 ** |i - j|``; its mutual information (total correlation) is exactly
+``-0.5 log det R = 0.575`` nats, close to the values 0.42 to 0.54 the earlier notebook reported
+for its autoencoder latents. We draw ``NUM_FIT`` = 5,000 vectors from it and fit a D-vine with
+Gaussian pair copulas (``bl.copula.fit_vine(..., families="gaussian")``); both estimators
+below then estimate the mutual information of that *fitted* vine, which is itself a Gaussian
+copula whose exact value ``bl.copula.gaussian_vine_correlation`` gives. So each error against
+the true value splits into a fit error, shared by both estimators, and the estimator's own error.
+
+Estimators.
+
+* Monte Carlo: ``bl.copula.mutual_information`` with ``NUM_MC`` = 100,000 draws from the vine,
+  the mean of ``log c(U)`` with its standard error.
+* Grid: ``bl.copula.grid_average``, the mean of ``c log c`` over a regular grid of ``m ** 5``
+  points, as in the earlier notebook. The main rows use the midpoint rule (cell centres), the
+  notebook's estimator at its best; the notebook's own nodes (``k / m`` on four axes, so
+  including ``u = 0`` where the Gaussian copula density is unbounded, and cell centres on the
+  fifth) are reported too.
+
+Equal time. The Monte Carlo estimate is timed (median of ``REPEATS`` runs). The grid's
+throughput (points per second) is measured on a ``16 ** 5`` grid, and ``m`` is the number of
+points per axis whose predicted time ``m ** 5 / throughput`` is closest to the Monte Carlo time
+on a log scale; that grid is then run and timed (median of ``REPEATS`` runs).
+
+Fifty points per axis (the notebook's grid, 312.5 M evaluations). Its time is *extrapolated*:
+a grid average costs a fixed time per point, so ``t_50 = t_16 * (50 / 16) ** 5`` from the
+timed ``16 ** 5`` grid. Its *value* is computed exactly but not through pyvinecopulib: the
+fitted vine is the Gaussian copula of its implied matrix ``R_hat``, so ``log c`` on the grid is
+``-0.5 log det R_hat - 0.5 z' (R_hat^-1 - I) z`` with ``z`` the normal quantiles of the 50 nodes
+per axis, summed slice by slice. That this equals the pyvinecopulib grid average is checked on
+the equal-time grid (``grid_analytic_check_abs_diff``).
+
+The table is printed and the numbers written to ``benchmarks/results/copula.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pyvinecopulib as pv
+import torch
+
+import backdoorlab.copula as blc
+
+D = 5
+RHO = 0.5
+NUM_FIT = 5_000
+NUM_MC = 100_000
+FIT_SEED = 0
+MC_SEED = 1
+REPEATS = 3
+THROUGHPUT_POINTS_PER_AXIS = 16
+NOTEBOOK_POINTS_PER_AXIS = 50
+TARGET_MC_ABS_ERROR = 0.02
+TARGET_MC_SECONDS = 5.0
+TARGET_ERROR_RATIO = 10.0
+RESULTS = Path(__file__).resolve().parent / "results" / "copula.json"
+
+
+def timed(fn: Callable[[], object], repeats: int) -> tuple[object, float]:
+    """The result of ``fn`` and the median wall time of ``repeats`` calls."""
+    times, result = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return result, statistics.median(times)
+
+
+def analytic_midpoint_grid_average(correlation: np.ndarray, points_per_axis: int) -> float:
+    """Mean of c log c over the midpoint grid for the Gaussian copula of ``correlation``.
+
+    Uses that z_j = Phi^-1(u_j) takes only ``points_per_axis`` values per axis: the quadratic
+    form is built by broadcasting, one slice of the first axis at a time (m ** (d-1) points).
+    """
+    d, m = correlation.shape[0], points_per_axis
+    nodes = torch.tensor((np.arange(m) + 0.5) / m, dtype=torch.float64)
+    z = torch.special.ndtri(nodes).numpy()  # (m,) normal scores of the nodes
+    a = np.linalg.inv(correlation) - np.eye(d)
+    half_log_det = 0.5 * np.linalg.slogdet(correlation)[1]
+    # z_{k+1} laid along axis k of a slice (the d - 1 axes after the first)
+    axes = [z.reshape([m if i == k else 1 for i in range(d - 1)]) for k in range(d - 1)]
+    # the part of z' A z not involving z_0: the same for every slice of the first axis
+    rest = sum(a[i + 1, j + 1] * axes[i] * axes[j] for i in range(d - 1) for j in range(d - 1))
+    linear = sum(a[0, j + 1] * axes[j] for j in range(d - 1))  # (m, ..., m) coefficient of z_0
+    total = 0.0
+    for z0 in z:
+        log_c = -half_log_det - 0.5 * (a[0, 0] * z0 * z0 + 2.0 * z0 * linear + rest)
+        total += float(np.sum(np.exp(log_c) * log_c))
+    return total / m**d
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    correlation = RHO ** np.abs(np.subtract.outer(np.arange(D), np.arange(D)))
+    exact = blc.gaussian_mutual_information(correlation)
+
+    latents = np.random.default_rng(FIT_SEED).multivariate_normal(np.zeros(D), correlation, size=NUM_FIT)
+    vine, fit_s = timed(lambda: blc.fit_vine(latents, structure="dvine", families="gaussian"), 1)
+    fitted_correlation = blc.gaussian_vine_correlation(vine)
+    fitted_exact = blc.gaussian_mutual_information(fitted_correlation)
+
+    # Monte Carlo
+    blc.mutual_information(vine, num_samples=1_000, seed=MC_SEED)  # warm-up
+    mc, mc_s = timed(lambda: blc.mutual_information(vine, num_samples=NUM_MC, seed=MC_SEED), REPEATS)
+
+    # grid throughput, then the grid of about the Monte Carlo's cost
+    m_ref = THROUGHPUT_POINTS_PER_AXIS
+    grid_ref, ref_s = timed(lambda: blc.grid_average(vine, points_per_axis=m_ref), 1)
+    throughput = m_ref**D / ref_s
+    candidates = np.arange(2, NOTEBOOK_POINTS_PER_AXIS + 1)
+    m_eq = int(candidates[np.argmin(np.abs(np.log(candidates**D / throughput) - np.log(mc_s)))])
+    grid, grid_s = timed(lambda: blc.grid_average(vine, points_per_axis=m_eq), REPEATS)
+    grid_notebook = blc.grid_average(vine, points_per_axis=m_eq, rule="notebook")
+    analytic_check = abs(analytic_midpoint_grid_average(fitted_correlation, m_eq) - grid.value)
+
+    # the notebook's 50 points per axis: value in closed form, time extrapolated from 16 per axis
+    grid50_s = ref_s * (NOTEBOOK_POINTS_PER_AXIS / m_ref) ** D
+    start = time.perf_counter()
+    grid50 = analytic_midpoint_grid_average(fitted_correlation, NOTEBOOK_POINTS_PER_AXIS)
+    grid50_analytic_s = time.perf_counter() - start
+
+    # context: the chapter's nonparametric (TLL) D-vine on the same data
+    tll_vine, tll_fit_s = timed(lambda: blc.fit_vine(latents, structure="dvine", families="tll"), 1)
+    tll = blc.mutual_information(tll_vine, num_samples=NUM_MC, seed=MC_SEED)
+
+    mc_abs_error = abs(mc.value - exact)
+    grid_abs_error = abs(grid.value - exact)
+    results = {
+        "mc_abs_error": mc_abs_error,
+        "mc_s": mc_s,
+        "grid_abs_error": grid_abs_error,
+        "grid_s": grid_s,
+        "exact_mi": exact,
+        "correlation": f"R_ij = {RHO} ** |i - j|, d = {D}",
+        "num_fit_samples": NUM_FIT,
+        "fit_s": fit_s,
+        "fitted_vine_exact_mi": fitted_exact,
+        "fit_abs_error": abs(fitted_exact - exact),
+        "mc_estimate": mc.value,
+        "mc_stderr": mc.stderr,
+        "mc_num_samples": mc.num_samples,
+        "mc_abs_error_vs_fitted_vine": abs(mc.value - fitted_exact),
+        # sd of the fitted vine's exact value over fit seeds: sd(log c) / sqrt(NUM_FIT), with
+        # sd(log c) read off the Monte Carlo terms (see tests/test_copula.py)
+        "fit_sd_predicted": mc.stderr * np.sqrt(NUM_MC / NUM_FIT),
+        "grid_rule": "midpoint",
+        "grid_points_per_axis": m_eq,
+        "grid_num_points": grid.num_points,
+        "grid_estimate": grid.value,
+        "grid_abs_error_vs_fitted_vine": abs(grid.value - fitted_exact),
+        "grid_notebook_rule_estimate": grid_notebook.value,
+        "grid_notebook_rule_abs_error": abs(grid_notebook.value - exact),
+        "grid_throughput_points_per_s": throughput,
+        "grid_analytic_check_abs_diff": analytic_check,
+        "grid50_points_per_axis": NOTEBOOK_POINTS_PER_AXIS,
+        "grid50_estimate": grid50,
+        "grid50_abs_error": abs(grid50 - exact),
+        "grid50_abs_error_vs_fitted_vine": abs(grid50 - fitted_exact),
+        "grid50_s_extrapolated": grid50_s,
+        "grid50_extrapolation": (
+            f"t_{m_ref} * ({NOTEBOOK_POINTS_PER_AXIS} / {m_ref}) ** {D}, t_{m_ref} = {ref_s:.3f} s measured"
+        ),
+        "grid50_value_method": (
+            "closed-form Gaussian copula density of the fitted vine's implied correlation matrix"
+        ),
+        "grid50_closed_form_s": grid50_analytic_s,
+        "tll_mc_estimate": tll.value,
+        "tll_mc_stderr": tll.stderr,
+        "tll_mc_abs_error": abs(tll.value - exact),
+        "tll_fit_s": tll_fit_s,
+        "error_ratio_grid_over_mc": grid_abs_error / mc_abs_error,
+        "error_ratio_grid_over_mc_vs_fitted_vine": (
+            abs(grid.value - fitted_exact) / abs(mc.value - fitted_exact)
+        ),
+        "target_mc_within_0_02_nats": bool(mc_abs_error <= TARGET_MC_ABS_ERROR),
+        "target_mc_under_5_s": bool(mc_s < TARGET_MC_SECONDS),
+        "target_error_ratio_at_least_10": bool(grid_abs_error >= TARGET_ERROR_RATIO * mc_abs_error),
+        "repeats": REPEATS,
+        "seeds": {"fit": FIT_SEED, "mc": MC_SEED},
+        "pyvinecopulib": pv.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+    }
+
+    notebook_error = abs(grid_notebook.value - exact)
+    rows = [
+        ("exact -0.5 log det R", "", exact, 0.0, np.nan),
+        ("fitted vine, exact", "", fitted_exact, abs(fitted_exact - exact), fit_s),
+        (f"Monte Carlo, n = {NUM_MC:,}", f"{NUM_MC:,}", mc.value, mc_abs_error, mc_s),
+        (f"grid midpoint, m = {m_eq} (equal time)", f"{grid.num_points:,}", grid.value, grid_abs_error, grid_s),
+        (f"grid notebook nodes, m = {m_eq}", f"{grid.num_points:,}", grid_notebook.value, notebook_error, np.nan),
+        ("grid midpoint, m = 50 (time extrapolated)", f"{50**D:,}", grid50, abs(grid50 - exact), grid50_s),
+        ("Monte Carlo on TLL D-vine", f"{NUM_MC:,}", tll.value, abs(tll.value - exact), np.nan),
+    ]
+    print(f"Mutual information of a {D}-D Gaussian copula (R_ij = {RHO}^|i-j|), "
+          f"vine fitted to {NUM_FIT:,} samples")
+    print(f"{'estimator':44s} {'evaluations':>13s} {'value':>9s} {'|error|':>9s} {'time (s)':>9s}")
+    for name, evaluations, value, error, seconds in rows:
+        shown = "" if np.isnan(seconds) else f"{seconds:.3f}"
+        print(f"{name:44s} {evaluations:>13s} {value:9.4g} {error:9.4g} {shown:>9s}")
+    print(f"Monte Carlo stderr {mc.stderr:.4f}; fit error {abs(fitted_exact - exact):.4f} "
+          f"(predicted sd over fit seeds {results['fit_sd_predicted']:.4f})")
+    print(f"error vs the fitted vine's exact value: MC {abs(mc.value - fitted_exact):.4f}, "
+          f"grid {abs(grid.value - fitted_exact):.4f} "
+          f"(ratio {results['error_ratio_grid_over_mc_vs_fitted_vine']:.1f}); "
+          f"vs the true value: ratio {results['error_ratio_grid_over_mc']:.1f}")
+    print(f"targets: MC within {TARGET_MC_ABS_ERROR} nats: {results['target_mc_within_0_02_nats']}; "
+          f"MC under {TARGET_MC_SECONDS} s: {results['target_mc_under_5_s']}; "
+          f"grid error >= {TARGET_ERROR_RATIO:g} x MC error at equal time: "
+          f"{results['target_error_ratio_at_least_10']}")
+
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"written {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
