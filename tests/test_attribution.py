@@ -603,3 +603,39 @@ def test_docstring_examples_run():
     outcome = doctest.testmod(attribution, optionflags=doctest.ELLIPSIS)
     assert outcome.attempted > 0
     assert outcome.failed == 0
+
+
+# ----------------------------------------------------------------------------- positive_mass_share
+
+
+def test_mass_share_of_an_even_map_is_the_region_area():
+    from backdoorlab.attribution import positive_mass_share
+
+    mask = torch.zeros(1, 28, 28)
+    mask[:, 23:27, 23:27] = 1.0
+    share = positive_mass_share(torch.ones(3, 1, 28, 28), mask)
+    assert torch.allclose(share, torch.full((3,), 16 / 784))
+
+
+def test_mass_share_ignores_negative_attribution_and_is_one_inside():
+    from backdoorlab.attribution import positive_mass_share
+
+    mask = torch.zeros(1, 4, 4)
+    mask[0, 0, 0] = 1.0
+    maps = torch.full((2, 1, 4, 4), -5.0)
+    maps[:, 0, 0, 0] = 2.0  # all positive mass inside the region
+    maps[1, 0, 3, 3] = 6.0  # three quarters outside
+    assert positive_mass_share(maps, mask).tolist() == [1.0, 0.25]
+
+
+def test_mass_share_is_nan_without_positive_attribution_and_checks_shapes():
+    from backdoorlab.attribution import positive_mass_share
+
+    mask = torch.ones(1, 4, 4)
+    assert torch.isnan(positive_mass_share(-torch.ones(1, 1, 4, 4), mask)).all()
+    with pytest.raises(ValueError, match="does not fit"):
+        positive_mass_share(torch.ones(1, 1, 4, 4), torch.ones(1, 5, 5))
+    with pytest.raises(ValueError, match="attributions must have shape"):
+        positive_mass_share(torch.ones(4, 4), mask)
+    with pytest.raises(TypeError, match="mask"):
+        positive_mass_share(torch.ones(1, 1, 4, 4), torch.ones(4, 4))

@@ -42,3 +42,10 @@ def test_primer_models_reach_the_promised_accuracy():
     assert values["primer_clean_acc"] >= 0.990
     assert values["primer_badnets_clean_acc"] >= 0.988
     assert values["primer_badnets_asr"] >= 0.995
+
+
+def test_integrated_gradients_numbers_meet_the_chapter_claims():
+    values = glued("integrated_gradients")
+    assert values["ig_within_1pct_share"] >= 0.95
+    assert values["ig_trigger_mass_badnets"] >= 0.6
+    assert values["ig_trigger_mass_clean_model"] <= 0.05

@@ -43,6 +43,7 @@ __all__ = [
     "black_baseline",
     "blurred_baseline",
     "gradient_times_input",
+    "positive_mass_share",
     "gradients",
     "integrated_gradients",
     "quadrature_rule",
@@ -582,6 +583,56 @@ def gradient_times_input(
     return images.detach() * grads
 
 
+def positive_mass_share(attributions: Tensor, mask: Tensor) -> Tensor:
+    """Share of each map's positive attribution that falls inside a region.
+
+    For a map :math:`a` and the region :math:`P = \\{i : m_i > 0\\}` of a mask :math:`m`
+    (for example a trigger's),
+
+    .. math:: \\mu_P(a) = \\frac{\\sum_{i \\in P} \\max(a_i, 0)}{\\sum_i \\max(a_i, 0)} \\in [0, 1].
+
+    Negative attributions (evidence against the class) are left out. A map spread evenly
+    over the image gives the region's share of the pixels, :math:`|P| / d`.
+
+    Parameters
+    ----------
+    attributions : Tensor
+        Shape (N, C, H, W).
+    mask : Tensor
+        Shape (C, H, W) or (1, H, W); nonzero entries mark the region.
+
+    Returns
+    -------
+    Tensor
+        Shape (N,), values in [0, 1]; NaN for a map with no positive attribution at all.
+
+    Raises
+    ------
+    TypeError, ValueError
+        If ``attributions`` is not a 4-D floating tensor or ``mask`` does not fit its images.
+
+    Examples
+    --------
+    >>> maps = torch.tensor([[[[3.0, 1.0], [-2.0, 0.0]]]])
+    >>> mask = torch.tensor([[[1.0, 0.0], [1.0, 0.0]]])
+    >>> positive_mass_share(maps, mask)
+    tensor([0.7500])
+    """
+    _check_images(attributions, "attributions")
+    if not isinstance(mask, Tensor) or mask.ndim != 3:
+        raise TypeError(f"mask must be a 3-D tensor (C, H, W), got {type(mask).__name__}")
+    channels = attributions.shape[1]
+    if mask.shape[1:] != attributions.shape[2:] or mask.shape[0] not in (1, channels):
+        raise ValueError(
+            f"mask of shape {tuple(mask.shape)} does not fit attributions of shape {tuple(attributions.shape)}"
+        )
+    region = (mask != 0).expand(channels, -1, -1).flatten()  # (C*H*W,)
+    positive = attributions.detach().flatten(1).clamp_min(0)  # (N, C*H*W)
+    total = positive.sum(dim=1)
+    share = positive[:, region].sum(dim=1) / total
+    return torch.where(total > 0, share, torch.full_like(share, float("nan")))
+
+
 # --------------------------------------------------------------------------- the math
 
 
@@ -680,17 +731,17 @@ def _check_int(name: str, value: object, *, minimum: int) -> None:
         raise ValueError(f"{name} must be >= {minimum}; got {value}")
 
 
-def _check_images(images: object) -> None:
+def _check_images(images: object, name: str = "images") -> None:
     if not isinstance(images, Tensor):
-        raise TypeError(f"images must be a torch.Tensor; got {type(images).__name__}")
+        raise TypeError(f"{name} must be a torch.Tensor; got {type(images).__name__}")
     if images.ndim != 4:
         raise ValueError(
-            f"images must have shape (N, C, H, W); got shape {tuple(images.shape)}"
+            f"{name} must have shape (N, C, H, W); got shape {tuple(images.shape)}"
         )
     if not images.is_floating_point():
-        raise TypeError(f"images must be a floating-point tensor; got dtype {images.dtype}")
+        raise TypeError(f"{name} must be a floating-point tensor; got dtype {images.dtype}")
     if images.shape[0] == 0:
-        raise ValueError("images must hold at least one image; got shape "
+        raise ValueError(f"{name} must hold at least one image; got shape "
                          f"{tuple(images.shape)}")
 
 
