@@ -49,3 +49,11 @@ def test_integrated_gradients_numbers_meet_the_chapter_claims():
     assert values["ig_within_1pct_share"] >= 0.95
     assert values["ig_trigger_mass_badnets"] >= 0.6
     assert values["ig_trigger_mass_clean_model"] <= 0.05
+
+
+def test_universal_perturbation_numbers_meet_the_chapter_claims():
+    values = glued("uap")
+    assert values["uap_xi"] <= 0.4
+    assert values["uap_fooling_rate_test"] >= 0.80
+    assert values["uap_random_fooling_rate_test"] <= 0.20
+    assert 0.0 <= values["uap_alg1_fooling_rate_test"] <= 1.0
