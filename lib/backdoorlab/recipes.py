@@ -19,6 +19,7 @@ from . import data as data_module
 from . import models as models_module
 from . import train as train_module
 from . import triggers as triggers_module
+from . import zoo as zoo_module
 from .cache import Artifact, ArtifactCache
 
 __all__ = [
@@ -29,6 +30,8 @@ __all__ = [
     "clean_mnist_classifier",
     "mnist_classifier",
     "mnist_patch_trigger",
+    "mnist_zoos",
+    "ZOO_TRIGGERS",
 ]
 
 #: Poisoning rate of the primer's headline BadNets attack (share of the training set).
@@ -192,3 +195,51 @@ def badnets_mnist_classifier(*, rate: float = BADNETS_RATE, **options: Any) -> n
     if rate <= 0:
         raise ValueError(f"rate must be positive for a BadNets model, got {rate}")
     return mnist_classifier(poison_rate=rate, **options).model
+
+
+#: The ULP chapter's trigger family: 50 random binary patches (3x3 to 5x5) at random
+#: positions; the first 40 poison the detector's training zoo, the last 10 only the test zoo.
+ZOO_TRIGGERS = zoo_module.random_patch_triggers(50, seed=2020)
+_ZOO_TRAIN_TRIGGERS, _ZOO_TEST_TRIGGERS = ZOO_TRIGGERS[:40], ZOO_TRIGGERS[40:]
+
+
+def mnist_zoos(
+    *,
+    num_train: tuple[int, int] = (160, 160),
+    num_test: tuple[int, int] = (55, 55),
+    root: str | os.PathLike[str] | None = None,
+    cache: ArtifactCache | None = None,
+    progress: bool | None = None,
+) -> dict[str, zoo_module.Zoo]:
+    """The ULP chapter's two MNIST model zoos, trained on first use and cached.
+
+    ``num_train`` and ``num_test`` are the (clean, poisoned) counts before filtering. Poisoned
+    models of the training zoo use only the first 40 of :data:`ZOO_TRIGGERS`, those of the test
+    zoo only the last 10; half are all-to-one and half one-source attacks
+    (:func:`backdoorlab.zoo.zoo_spec`). Each model is a :class:`~backdoorlab.zoo.ZooCNN`
+    trained for one epoch on 12,000 training images; models are kept if their clean accuracy on
+    2,000 test images and their attack success rate both reach 0.9.
+
+    Returns
+    -------
+    dict
+        ``{"train": Zoo, "test": Zoo}``.
+
+    Examples
+    --------
+    >>> zoos = mnist_zoos()  # doctest: +SKIP
+    >>> len(zoos["train"]) + len(zoos["test"]) >= 400  # doctest: +SKIP
+    True
+    """
+    train_set = data_module.mnist(train=True, root=root)
+    test_set = data_module.mnist(train=False, root=root).sample(2000, seed=0)
+    specs = {
+        "train": zoo_module.zoo_spec(num_clean=num_train[0], num_poisoned=num_train[1],
+                                     triggers=_ZOO_TRAIN_TRIGGERS, seed=1),
+        "test": zoo_module.zoo_spec(num_clean=num_test[0], num_poisoned=num_test[1],
+                                    triggers=_ZOO_TEST_TRIGGERS, seed=2),
+    }
+    return {
+        split: zoo_module.train_zoo(spec, train_set, test_set, cache=cache or ArtifactCache(), progress=progress)
+        for split, spec in specs.items()
+    }

@@ -1,0 +1,302 @@
+"""Universal Litmus Patterns (Kolouri et al. 2020): detect a backdoored model from its outputs.
+
+Feed M input patterns :math:`z_1, \\dots, z_M` to a model :math:`f`, concatenate its logits
+and classify the model with a linear head,
+
+.. math:: h(f) = w^\\top \\operatorname{LN}\\big([f(z_1); \\dots; f(z_M)]\\big) + b,
+
+where LN standardises the concatenated logits (optional). The patterns and the head are
+trained together over a labelled zoo of models :math:`(f_n, c_n)`:
+
+.. math:: \\min_{z, w, b} \\; \\frac{1}{N} \\sum_n \\ell\\big(h(f_n), c_n\\big)
+          + \\lambda \\sum_m \\operatorname{TV}(z_m),
+          \\qquad z_m \\in [0, 1]^{C \\times H \\times W},
+
+with the logistic loss :math:`\\ell` (a two-class softmax on one logit) and the total
+variation :math:`\\operatorname{TV}(z) = \\sum |z_{c,i+1,j} - z_{c,i,j}| + |z_{c,i,j+1} - z_{c,i,j}|`.
+The noise-input baseline keeps random patterns fixed and trains the head only.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import roc_auc_score
+from torch import nn
+
+from .zoo import ModelStack, Zoo, ZooCNN
+
+__all__ = [
+    "LitmusDetector",
+    "ULPTraining",
+    "auc",
+    "total_variation",
+    "train_detector",
+]
+
+
+def total_variation(patterns: torch.Tensor) -> torch.Tensor:
+    """Anisotropic total variation of each pattern: sum of absolute neighbour differences.
+
+    Parameters
+    ----------
+    patterns : torch.Tensor
+        (M, C, H, W).
+
+    Returns
+    -------
+    torch.Tensor
+        (M,) the total variation of each pattern.
+
+    Examples
+    --------
+    >>> total_variation(torch.full((2, 1, 4, 4), 0.3)).tolist()
+    [0.0, 0.0]
+    >>> total_variation(torch.tensor([[[[0.0, 1.0], [0.0, 1.0]]]])).tolist()
+    [2.0]
+    """
+    if patterns.ndim != 4:
+        raise ValueError(f"patterns must have shape (M, C, H, W), got {tuple(patterns.shape)}")
+    vertical = (patterns[:, :, 1:, :] - patterns[:, :, :-1, :]).abs().sum(dim=(1, 2, 3))
+    horizontal = (patterns[:, :, :, 1:] - patterns[:, :, :, :-1]).abs().sum(dim=(1, 2, 3))
+    return vertical + horizontal
+
+
+def _as_stack(models: ModelStack | Zoo | Sequence[ZooCNN]) -> ModelStack:
+    if isinstance(models, Zoo):
+        return models.stack
+    if isinstance(models, ModelStack):
+        return models
+    if isinstance(models, nn.Module):
+        raise TypeError(f"models must be a ModelStack, a Zoo or a sequence of ZooCNN, got {type(models).__name__}")
+    return ModelStack.from_models(list(models))
+
+
+class LitmusDetector(nn.Module):
+    """M litmus patterns and a linear head that scores a model as backdoored.
+
+    Parameters
+    ----------
+    num_patterns : int
+        M >= 1.
+    image_shape : tuple (C, H, W)
+        Shape of the models' inputs.
+    num_classes : int
+        Number of logits of each model.
+    learn_patterns : bool
+        False gives the noise-input baseline: the patterns stay the random images they start as.
+    normalize : bool
+        Standardise the concatenated logits of each model (layer normalisation, no affine part).
+    seed : int
+        Seeds the initial patterns (uniform in [0, 1]) and head.
+
+    Examples
+    --------
+    >>> from backdoorlab.zoo import ModelStack
+    >>> detector = LitmusDetector(num_patterns=3, seed=0)
+    >>> detector.score(ModelStack.initial([0, 1])).shape
+    torch.Size([2])
+    """
+
+    def __init__(
+        self,
+        *,
+        num_patterns: int,
+        image_shape: tuple[int, int, int] = (1, 28, 28),
+        num_classes: int = 10,
+        learn_patterns: bool = True,
+        normalize: bool = True,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if num_patterns < 1:
+            raise ValueError(f"num_patterns must be >= 1, got {num_patterns}")
+        generator = torch.Generator().manual_seed(seed)
+        self.patterns = nn.Parameter(torch.rand(num_patterns, *image_shape, generator=generator),
+                                     requires_grad=learn_patterns)
+        features = num_patterns * num_classes
+        self.num_classes = num_classes
+        self.normalize = normalize
+        bound = features ** -0.5
+        self.head = nn.Linear(features, 1)
+        with torch.no_grad():
+            self.head.weight.copy_((torch.rand(1, features, generator=generator) * 2 - 1) * bound)
+            self.head.bias.zero_()
+
+    @property
+    def learn_patterns(self) -> bool:
+        """Whether the patterns are trained (False for the noise-input baseline)."""
+        return self.patterns.requires_grad
+
+    def features(self, stack: ModelStack, *, method: str = "batched") -> torch.Tensor:
+        """The (normalised) concatenated logits of each model on the patterns: (K, M * num_classes).
+
+        ``method="batched"`` evaluates all K models at once as one grouped-convolution network;
+        ``method="loop"`` evaluates them one by one.
+        """
+        if stack.architecture["num_classes"] != self.num_classes:
+            raise ValueError(
+                f"models have {stack.architecture['num_classes']} classes, the detector expects {self.num_classes}"
+            )
+        if method == "batched":
+            logits = stack(self.patterns)
+        elif method == "loop":
+            logits = torch.stack([stack.forward_one(k, self.patterns) for k in range(len(stack))])
+        else:
+            raise ValueError(f"method must be 'batched' or 'loop', got {method!r}")
+        features = logits.flatten(1)
+        if self.normalize:
+            features = F.layer_norm(features, features.shape[1:])
+        return features
+
+    def forward(self, stack: ModelStack) -> torch.Tensor:
+        """The detector's logit for each model of ``stack``: (K,); positive means backdoored."""
+        return self.head(self.features(stack)).squeeze(1)
+
+    @torch.no_grad()
+    def score(self, models: ModelStack | Zoo | Sequence[ZooCNN]) -> torch.Tensor:
+        """Probability that each model is backdoored: (K,) in [0, 1]."""
+        return torch.sigmoid(self(_as_stack(models)))
+
+
+def auc(scores: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray) -> float:
+    """Area under the ROC curve of ``scores`` for the binary ``labels`` (1 = backdoored).
+
+    Examples
+    --------
+    >>> auc(torch.tensor([0.1, 0.4, 0.35, 0.8]), torch.tensor([0, 0, 1, 1]))
+    0.75
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or len(np.unique(labels)) != 2:
+        raise ValueError("labels must be one-dimensional and hold both classes (0 and 1)")
+    return float(roc_auc_score(labels, np.asarray(scores)))
+
+
+@dataclass(frozen=True, eq=False)
+class ULPTraining:
+    """A trained detector and its training record.
+
+    Attributes
+    ----------
+    detector : LitmusDetector
+        The detector at the epoch of best validation AUC (the last epoch without validation).
+    history : dict of str to list of float
+        Per epoch: ``loss`` (mean training objective), ``train_auc`` and, with validation
+        or monitoring zoos, ``val_auc`` and ``monitor_auc``.
+    best_epoch : int
+        The epoch whose detector was kept (0-based).
+    seconds : float
+        Training time.
+    """
+
+    detector: LitmusDetector
+    history: dict[str, list[float]] = field(default_factory=dict)
+    best_epoch: int = 0
+    seconds: float = 0.0
+
+
+def _check_zoo(zoo: Zoo, name: str) -> None:
+    if not isinstance(zoo, Zoo):
+        raise TypeError(f"{name} must be a Zoo, got {type(zoo).__name__}")
+    if len(zoo) == 0:
+        raise ValueError(f"{name} is empty")
+    if len(zoo.labels) != len(zoo.stack):
+        raise ValueError(f"{name} has {len(zoo.labels)} labels for {len(zoo.stack)} models")
+
+
+def train_detector(
+    detector: LitmusDetector,
+    zoo: Zoo,
+    *,
+    epochs: int = 200,
+    batch_size: int = 32,
+    pattern_lr: float = 0.03,
+    head_lr: float = 1e-3,
+    tv_weight: float = 1e-4,
+    weight_decay: float = 1e-3,
+    validation: Zoo | None = None,
+    monitor: Zoo | None = None,
+    seed: int = 0,
+    method: str = "batched",
+) -> ULPTraining:
+    """Train ``detector`` on the labelled ``zoo`` (patterns and head jointly), returning a copy.
+
+    Each step takes a mini-batch of ``batch_size`` models, evaluates them on the patterns,
+    and takes one Adam step on the mean logistic loss plus ``tv_weight`` times the patterns'
+    total variation; the pattern gradient is thus the average over the batch's models. Patterns
+    are clamped to [0, 1] after each step. The head has an L2 penalty ``weight_decay``.
+    With ``validation``, the detector of the epoch with the best validation AUC is kept;
+    ``monitor`` is only recorded (for training curves), never used to choose.
+
+    Examples
+    --------
+    >>> from backdoorlab.zoo import ModelStack, Zoo
+    >>> stack = ModelStack.initial(range(4))
+    >>> zoo = Zoo(stack, [None] * 4, torch.tensor([0, 1, 0, 1]), torch.ones(4), torch.ones(4))
+    >>> run = train_detector(LitmusDetector(num_patterns=2), zoo, epochs=2)
+    >>> len(run.history["loss"]), bool((run.detector.patterns >= 0).all() and (run.detector.patterns <= 1).all())
+    (2, True)
+    """
+    _check_zoo(zoo, "zoo")
+    for name, other in (("validation", validation), ("monitor", monitor)):
+        if other is not None:
+            _check_zoo(other, name)
+    if epochs < 1 or batch_size < 1:
+        raise ValueError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
+    if method not in ("batched", "loop"):
+        raise ValueError(f"method must be 'batched' or 'loop', got {method!r}")
+    detector = copy.deepcopy(detector)
+    groups = [{"params": detector.head.parameters(), "lr": head_lr, "weight_decay": weight_decay}]
+    if detector.learn_patterns:
+        groups.append({"params": [detector.patterns], "lr": pattern_lr, "weight_decay": 0.0})
+    optimizer = torch.optim.Adam(groups)
+    generator = torch.Generator().manual_seed(seed)
+    labels = zoo.labels.float()
+    history: dict[str, list[float]] = {"loss": [], "train_auc": []}
+    best = (-1.0, 0, copy.deepcopy(detector.state_dict()))
+    start = time.perf_counter()
+    for epoch in range(epochs):
+        order = torch.randperm(len(zoo), generator=generator)
+        total = 0.0
+        for begin in range(0, len(zoo), batch_size):
+            batch = order[begin:begin + batch_size]
+            loss = ulp_objective(detector, zoo.stack.select(batch), labels[batch], tv_weight=tv_weight, method=method)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                detector.patterns.clamp_(0.0, 1.0)
+            total += float(loss) * len(batch)
+        history["loss"].append(total / len(zoo))
+        history["train_auc"].append(auc(detector.score(zoo), zoo.labels))
+        for name, other in (("val_auc", validation), ("monitor_auc", monitor)):
+            if other is not None:
+                history.setdefault(name, []).append(auc(detector.score(other), other.labels))
+        if validation is not None and history["val_auc"][-1] > best[0]:
+            best = (history["val_auc"][-1], epoch, copy.deepcopy(detector.state_dict()))
+    if validation is not None:
+        detector.load_state_dict(best[2])
+        best_epoch = best[1]
+    else:
+        best_epoch = epochs - 1
+    return ULPTraining(detector, history, best_epoch, time.perf_counter() - start)
+
+
+def ulp_objective(
+    detector: LitmusDetector, stack: ModelStack, labels: torch.Tensor, *, tv_weight: float, method: str = "batched"
+) -> torch.Tensor:
+    """The ULP objective on one batch of models: mean logistic loss plus ``tv_weight`` * sum of TV."""
+    if len(labels) != len(stack):
+        raise ValueError(f"{len(labels)} labels for {len(stack)} models")
+    logits = detector.head(detector.features(stack, method=method)).squeeze(1)
+    loss = F.binary_cross_entropy_with_logits(logits, labels.float())
+    if detector.learn_patterns and tv_weight:
+        loss = loss + tv_weight * total_variation(detector.patterns).sum()
+    return loss
