@@ -57,3 +57,14 @@ def test_universal_perturbation_numbers_meet_the_chapter_claims():
     assert values["uap_fooling_rate_test"] >= 0.80
     assert values["uap_random_fooling_rate_test"] <= 0.20
     assert 0.0 <= values["uap_alg1_fooling_rate_test"] <= 1.0
+
+
+def test_ulp_numbers_meet_the_chapter_claims():
+    values = glued("ulp")
+    for key in ("ulp_auc_m1", "ulp_auc_m5", "ulp_auc_m10", "ulp_noise_auc_m10"):
+        assert 0.0 <= values[key] <= 1.0, key
+    assert values["ulp_auc_m10"] >= 0.90
+    assert values["ulp_auc_m10"] - values["ulp_noise_auc_m10"] >= 0.08
+    assert 0.0 < values["ulp_zoo_minutes"] <= 8.0
+    assert values["ulp_zoo_models"] >= 400
+    assert values["ulp_train_models"] >= 300 and values["ulp_test_models"] >= 100

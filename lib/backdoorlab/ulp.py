@@ -38,6 +38,7 @@ __all__ = [
     "auc",
     "total_variation",
     "train_detector",
+    "ulp_objective",
 ]
 
 
@@ -273,7 +274,7 @@ def train_detector(
             optimizer.step()
             with torch.no_grad():
                 detector.patterns.clamp_(0.0, 1.0)
-            total += float(loss) * len(batch)
+            total += loss.item() * len(batch)
         history["loss"].append(total / len(zoo))
         history["train_auc"].append(auc(detector.score(zoo), zoo.labels))
         for name, other in (("val_auc", validation), ("monitor_auc", monitor)):

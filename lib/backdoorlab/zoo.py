@@ -40,6 +40,7 @@ __all__ = [
     "ModelConfig",
     "ModelStack",
     "PatchSpec",
+    "TrainingPlan",
     "Zoo",
     "ZooCNN",
     "evaluate_zoo",

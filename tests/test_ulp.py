@@ -1,0 +1,110 @@
+"""Tests of backdoorlab.ulp: the litmus-pattern detector, its objective and its training."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from backdoorlab.ulp import LitmusDetector, auc, total_variation, train_detector, ulp_objective
+from backdoorlab.zoo import ModelStack, Zoo, ZooCNN
+
+
+def toy_zoo(count: int, seed: int, shift: float = 4.0) -> Zoo:
+    """Random untrained CNNs; the "poisoned" half has its class-3 output bias raised by ``shift``.
+
+    The answer is known: a model is poisoned exactly when its logit 3 is high on any input.
+    """
+    stack = ModelStack.initial(range(seed, seed + count))
+    labels = (torch.arange(count) % 2).long()
+    with torch.no_grad():
+        stack.fc_bias[labels == 1, 3] += shift
+    stack.requires_grad_(False)
+    return Zoo(stack, [None] * count, labels, torch.ones(count), torch.full((count,), float("nan")))
+
+
+def test_total_variation_of_constant_images_is_zero_and_counts_jumps():
+    assert total_variation(torch.full((3, 1, 5, 5), 0.7)).tolist() == [0.0, 0.0, 0.0]
+    stripes = torch.zeros(1, 1, 4, 4)
+    stripes[..., 1::2] = 1.0  # columns alternate: 3 jumps per row, 4 rows
+    assert total_variation(stripes).item() == 12.0
+    with pytest.raises(ValueError, match="shape"):
+        total_variation(torch.zeros(1, 4, 4))
+
+
+def test_batched_features_equal_each_model_alone():
+    stack = ModelStack.initial(range(6))
+    detector = LitmusDetector(num_patterns=4, seed=1)
+    with torch.no_grad():
+        batched = detector.features(stack, method="batched")
+        looped = detector.features(stack, method="loop")
+        alone = torch.stack([stack.member(k)(detector.patterns).flatten() for k in range(6)])
+    assert torch.allclose(batched, looped, atol=1e-5)
+    assert torch.allclose(LitmusDetector(num_patterns=4, seed=1, normalize=False).features(stack), alone, atol=1e-5)
+
+
+def test_pattern_gradient_is_the_average_over_the_batch_of_models():
+    zoo = toy_zoo(8, seed=0)
+    detector = LitmusDetector(num_patterns=2, seed=3)
+
+    def pattern_grad(stack, labels, method="batched"):
+        detector.patterns.grad = None
+        ulp_objective(detector, stack, labels, tv_weight=0.0, method=method).backward()
+        return detector.patterns.grad.clone()
+
+    batched = pattern_grad(zoo.stack, zoo.labels)
+    looped = pattern_grad(zoo.stack, zoo.labels, method="loop")
+    each = torch.stack([pattern_grad(zoo.stack.select([k]), zoo.labels[k:k + 1]) for k in range(8)])
+    assert torch.allclose(batched, looped, atol=1e-6)
+    assert torch.allclose(batched, each.mean(0), atol=1e-6)
+    assert not torch.allclose(batched, each[-1], atol=1e-6)  # not the last model's gradient
+
+
+def test_detector_separates_a_zoo_with_a_known_answer():
+    train, held_out = toy_zoo(48, seed=0), toy_zoo(24, seed=100)
+    run = train_detector(LitmusDetector(num_patterns=2, seed=0), train, epochs=25, batch_size=16,
+                         head_lr=1e-2, validation=held_out)
+    assert run.history["train_auc"][-1] == 1.0
+    assert auc(run.detector.score(held_out), held_out.labels) == 1.0
+    patterns = run.detector.patterns
+    assert patterns.min() >= 0.0 and patterns.max() <= 1.0
+    assert not torch.equal(patterns, LitmusDetector(num_patterns=2, seed=0).patterns)
+
+
+def test_noise_baseline_keeps_its_patterns_and_training_is_reproducible():
+    zoo = toy_zoo(16, seed=0)
+    noise = LitmusDetector(num_patterns=3, learn_patterns=False, seed=5)
+    run = train_detector(noise, zoo, epochs=3, batch_size=8)
+    assert torch.equal(run.detector.patterns, noise.patterns)
+    assert not torch.equal(run.detector.head.weight, noise.head.weight)
+    first = train_detector(LitmusDetector(num_patterns=3, seed=5), zoo, epochs=3, batch_size=8, seed=1)
+    second = train_detector(LitmusDetector(num_patterns=3, seed=5), zoo, epochs=3, batch_size=8, seed=1)
+    assert torch.equal(first.detector.patterns, second.detector.patterns)
+    assert first.history == second.history
+
+
+def test_score_accepts_stacks_zoos_and_model_lists():
+    models = [ZooCNN() for _ in range(3)]
+    detector = LitmusDetector(num_patterns=2)
+    from_list = detector.score(models)
+    from_stack = detector.score(ModelStack.from_models(models))
+    assert torch.allclose(from_list, from_stack) and ((from_list > 0) & (from_list < 1)).all()
+
+
+def test_clear_errors_on_bad_input():
+    zoo = toy_zoo(4, seed=0)
+    with pytest.raises(ValueError, match="num_patterns"):
+        LitmusDetector(num_patterns=0)
+    with pytest.raises(ValueError, match="different architectures"):
+        LitmusDetector(num_patterns=1).score([ZooCNN(), ZooCNN(channels=(4, 8))])
+    with pytest.raises(ValueError, match="empty"):
+        train_detector(LitmusDetector(num_patterns=1), Zoo(zoo.stack, [], torch.zeros(0), torch.zeros(0),
+                                                           torch.zeros(0)))
+    with pytest.raises(ValueError, match="labels"):
+        train_detector(LitmusDetector(num_patterns=1), Zoo(zoo.stack, [None] * 3, torch.tensor([0, 1, 0]),
+                                                           torch.ones(3), torch.ones(3)))
+    with pytest.raises(ValueError, match="classes"):
+        LitmusDetector(num_patterns=1, num_classes=7).score(zoo)
+    with pytest.raises(ValueError, match="both classes"):
+        auc(torch.rand(3), torch.zeros(3))
+    with pytest.raises(TypeError, match="Zoo"):
+        train_detector(LitmusDetector(num_patterns=1), zoo.stack)
