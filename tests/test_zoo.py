@@ -67,6 +67,12 @@ def test_random_triggers_are_distinct_visible_and_reproducible():
     assert all(0 <= s.row <= 28 - s.size and 0 <= s.col <= 28 - s.size for s in specs)
     assert specs == random_patch_triggers(30, seed=4)
     assert specs != random_patch_triggers(30, seed=5)
+    corners = random_patch_triggers(40, seed=1, sizes=(4, 5), placement="corners", margin=2)
+    for spec in corners:
+        assert min(spec.row, 28 - spec.size - spec.row) <= 2 and min(spec.col, 28 - spec.size - spec.col) <= 2
+    assert {(s.row < 14, s.col < 14) for s in corners} == {(True, True), (True, False), (False, True), (False, False)}
+    with pytest.raises(ValueError, match="placement"):
+        random_patch_triggers(3, seed=0, placement="centre")
 
 
 def test_model_config_rejects_inconsistent_attacks():

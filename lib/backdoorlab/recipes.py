@@ -197,16 +197,18 @@ def badnets_mnist_classifier(*, rate: float = BADNETS_RATE, **options: Any) -> n
     return mnist_classifier(poison_rate=rate, **options).model
 
 
-#: The ULP chapter's trigger family: 50 random binary patches (3x3 to 5x5) at random
-#: positions; the first 40 poison the detector's training zoo, the last 10 only the test zoo.
-ZOO_TRIGGERS = zoo_module.random_patch_triggers(50, seed=2020)
+#: The ULP chapter's trigger family: 50 random binary patches (4x4 and 5x5) near the four
+#: corners; the first 40 poison the detector's training zoo, the last 10 only the test zoo.
+ZOO_TRIGGERS = zoo_module.random_patch_triggers(50, seed=2020, sizes=(4, 5), placement="corners")
 _ZOO_TRAIN_TRIGGERS, _ZOO_TEST_TRIGGERS = ZOO_TRIGGERS[:40], ZOO_TRIGGERS[40:]
 
 
 def mnist_zoos(
     *,
-    num_train: tuple[int, int] = (160, 160),
+    num_train: tuple[int, int] = (165, 165),
     num_test: tuple[int, int] = (55, 55),
+    min_accuracy: float = 0.9,
+    min_attack_success: float = 0.8,
     root: str | os.PathLike[str] | None = None,
     cache: ArtifactCache | None = None,
     progress: bool | None = None,
@@ -217,8 +219,9 @@ def mnist_zoos(
     models of the training zoo use only the first 40 of :data:`ZOO_TRIGGERS`, those of the test
     zoo only the last 10; half are all-to-one and half one-source attacks
     (:func:`backdoorlab.zoo.zoo_spec`). Each model is a :class:`~backdoorlab.zoo.ZooCNN`
-    trained for one epoch on 12,000 training images; models are kept if their clean accuracy on
-    2,000 test images and their attack success rate both reach 0.9.
+    trained for one epoch on 12,000 training images; a model is kept if its clean accuracy on
+    2,000 test images reaches ``min_accuracy`` and, if backdoored, its attack success rate
+    reaches ``min_attack_success``.
 
     Returns
     -------
@@ -240,6 +243,8 @@ def mnist_zoos(
                                     triggers=_ZOO_TEST_TRIGGERS, seed=2),
     }
     return {
-        split: zoo_module.train_zoo(spec, train_set, test_set, cache=cache or ArtifactCache(), progress=progress)
+        split: zoo_module.train_zoo(spec, train_set, test_set, min_accuracy=min_accuracy,
+                                    min_attack_success=min_attack_success, cache=cache or ArtifactCache(),
+                                    progress=progress)
         for split, spec in specs.items()
     }

@@ -101,30 +101,48 @@ def random_patch_triggers(
     sizes: Sequence[int] = (3, 4, 5),
     image_shape: tuple[int, int, int] = (1, 28, 28),
     min_on: float = 0.5,
+    placement: str = "anywhere",
+    margin: int = 2,
 ) -> list[PatchSpec]:
     """``count`` distinct random binary patches at random positions.
 
-    Each patch draws its side from ``sizes``, its corner uniformly among the positions where
-    it fits, and its pixels as fair coin flips, redrawn until at least ``min_on`` of them are
-    1 (a mostly black patch would be invisible on MNIST's black background).
+    Each patch draws its side from ``sizes`` and its pixels as fair coin flips, redrawn until
+    at least ``min_on`` of them are 1 (a mostly black patch would be invisible on MNIST's black
+    background). With ``placement="anywhere"`` its top-left pixel is uniform among the
+    positions where it fits; with ``placement="corners"`` it sits in one of the four corners
+    (drawn uniformly), at a distance from both edges drawn uniformly from 0 to ``margin``, as
+    the triggers of Kolouri et al. (2020) sit in the corners.
 
     Examples
     --------
     >>> specs = random_patch_triggers(20, seed=0)
     >>> len(set(specs)), all(3 <= s.size <= 5 for s in specs)
     (20, True)
+    >>> corner = random_patch_triggers(1, seed=0, sizes=(4,), placement="corners", margin=0)[0]
+    >>> corner.row in (0, 24) and corner.col in (0, 24)
+    True
     """
+    if placement not in ("anywhere", "corners"):
+        raise ValueError(f"placement must be 'anywhere' or 'corners', got {placement!r}")
     if count < 1:
         raise ValueError(f"count must be >= 1, got {count}")
-    if not sizes or min(sizes) < 1 or max(sizes) > min(image_shape[1:]):
+    if margin < 0:
+        raise ValueError(f"margin must be >= 0, got {margin}")
+    if not sizes or min(sizes) < 1 or max(sizes) + margin > min(image_shape[1:]):
         raise ValueError(f"sizes must lie in [1, {min(image_shape[1:])}], got {tuple(sizes)}")
     generator = torch.Generator().manual_seed(seed)
     _, height, width = image_shape
     specs: list[PatchSpec] = []
     while len(specs) < count:
         size = int(sizes[int(torch.randint(len(sizes), (1,), generator=generator))])
-        row = int(torch.randint(height - size + 1, (1,), generator=generator))
-        col = int(torch.randint(width - size + 1, (1,), generator=generator))
+        if placement == "anywhere":
+            row = int(torch.randint(height - size + 1, (1,), generator=generator))
+            col = int(torch.randint(width - size + 1, (1,), generator=generator))
+        else:
+            bottom, right, row_gap, col_gap = torch.randint(2, (2,), generator=generator).tolist() + \
+                torch.randint(margin + 1, (2,), generator=generator).tolist()
+            row = height - size - row_gap if bottom else row_gap
+            col = width - size - col_gap if right else col_gap
         bits = torch.randint(2, (size * size,), generator=generator)
         if bits.float().mean() < min_on:
             continue
