@@ -57,3 +57,13 @@ def test_universal_perturbation_numbers_meet_the_chapter_claims():
     assert values["uap_fooling_rate_test"] >= 0.80
     assert values["uap_random_fooling_rate_test"] <= 0.20
     assert 0.0 <= values["uap_alg1_fooling_rate_test"] <= 1.0
+
+
+def test_universal_perturbation_l2_numbers_meet_the_chapter_claims():
+    values = glued("uap")
+    assert values["uap_l2_reached_target"] == 1
+    assert values["uap_l2_fooling_rate_test"] >= 0.80
+    assert values["uap_l2_random_fooling_rate_test"] <= 0.20
+    assert values["uap_l2_checkerboard_fooling_rate_test"] <= 0.20
+    assert values["uap_l2_max_control"] < values["uap_l2_fooling_rate_test"]
+    assert values["uap_l2_alg1_below_sgd"] == 1  # the prose says Algorithm 1 trails SGD
