@@ -48,6 +48,7 @@ from .triggers import Trigger
 
 __all__ = [
     "AUTOENCODERS",
+    "Autoencoder",
     "DCAESamples",
     "MLPAutoencoder",
     "NotebookAutoencoder",
@@ -66,8 +67,29 @@ __all__ = [
 # --------------------------------------------------------------------------- autoencoders
 
 
-class _Autoencoder(nn.Module):
-    """An encoder and a decoder between images (N, C, H, W) and codes (N, latent_dim)."""
+class Autoencoder(nn.Module):
+    """An encoder and a decoder between images (N, C, H, W) and codes (N, latent_dim).
+
+    The base of :class:`NotebookAutoencoder` and :class:`MLPAutoencoder`: the encoder sees
+    the flattened image, the decoder's output is reshaped to ``image_shape``.
+
+    Parameters
+    ----------
+    encoder : nn.Module
+        Maps (N, C*H*W) to (N, latent_dim).
+    decoder : nn.Module
+        Maps (N, latent_dim) to (N, C*H*W).
+    image_shape : tuple (C, H, W)
+        Shape of one image.
+    latent_dim : int
+        Number d of latent coordinates.
+
+    Examples
+    --------
+    >>> model = Autoencoder(nn.Linear(4, 2), nn.Linear(2, 4), (1, 2, 2), 2)
+    >>> model(torch.rand(3, 1, 2, 2)).shape
+    torch.Size([3, 1, 2, 2])
+    """
 
     def __init__(self, encoder: nn.Module, decoder: nn.Module, image_shape: tuple[int, int, int],
                  latent_dim: int) -> None:
@@ -96,7 +118,7 @@ def _check_architecture(image_shape: Any, latent_dim: Any, widths: Sequence[Any]
     return int(np.prod(image_shape))
 
 
-class NotebookAutoencoder(_Autoencoder):
+class NotebookAutoencoder(Autoencoder):
     """The earlier notebook's autoencoder: ``pixels -> 64 -> d -> 64 -> pixels``, linear.
 
     Encoder and decoder are two linear layers each, with no activation in between; a ReLU
@@ -128,7 +150,7 @@ class NotebookAutoencoder(_Autoencoder):
         super().__init__(encoder, decoder, image_shape, latent_dim)
 
 
-class MLPAutoencoder(_Autoencoder):
+class MLPAutoencoder(Autoencoder):
     """A non-linear autoencoder: ReLU between all layers and a sigmoid on the output.
 
     ``pixels -> hidden[0] -> ... -> d -> ... -> hidden[0] -> pixels``; the sigmoid keeps the
@@ -165,7 +187,7 @@ class MLPAutoencoder(_Autoencoder):
                          image_shape, latent_dim)
 
 
-AUTOENCODERS: dict[str, type[_Autoencoder]] = {"notebook": NotebookAutoencoder, "mlp": MLPAutoencoder}
+AUTOENCODERS: dict[str, type[Autoencoder]] = {"notebook": NotebookAutoencoder, "mlp": MLPAutoencoder}
 """The autoencoder architectures by name (the names :func:`backdoorlab.recipes.mnist_autoencoder` takes)."""
 
 
@@ -246,7 +268,7 @@ def _check_batch_size(batch_size: Any) -> int:
 
 
 @torch.no_grad()
-def encode(autoencoder: _Autoencoder, images: torch.Tensor, *, batch_size: int = 4096) -> torch.Tensor:
+def encode(autoencoder: Autoencoder, images: torch.Tensor, *, batch_size: int = 4096) -> torch.Tensor:
     """Latent codes :math:`z_i = E(x_i)` of a batch of images, in eval mode.
 
     Parameters
@@ -275,7 +297,7 @@ def encode(autoencoder: _Autoencoder, images: torch.Tensor, *, batch_size: int =
 
 
 @torch.no_grad()
-def decode(autoencoder: _Autoencoder, latents: Any, *, batch_size: int = 4096) -> torch.Tensor:
+def decode(autoencoder: Autoencoder, latents: Any, *, batch_size: int = 4096) -> torch.Tensor:
     """Images :math:`\\mathrm{clip}_{[0,1]}(D(z_i))` decoded from latent codes, in eval mode.
 
     The clip keeps the images in the book's range: the notebook's ReLU output is unbounded
@@ -318,10 +340,24 @@ def decode(autoencoder: _Autoencoder, latents: Any, *, batch_size: int = 4096) -
 
 
 @torch.no_grad()
-def reconstruction_error(autoencoder: _Autoencoder, images: torch.Tensor, *, batch_size: int = 4096) -> float:
+def reconstruction_error(autoencoder: Autoencoder, images: torch.Tensor, *, batch_size: int = 4096) -> float:
     """Mean squared error per pixel, :math:`\\frac{1}{NP}\\sum_i \\lVert D(E(x_i)) - x_i \\rVert^2`.
 
     The reconstructions are those of :func:`decode` (clipped to [0, 1]).
+
+    Parameters
+    ----------
+    autoencoder : Autoencoder
+        The model.
+    images : torch.Tensor
+        Shape (N, C, H, W), values in [0, 1].
+    batch_size : int
+        Images per forward pass.
+
+    Returns
+    -------
+    float
+        The mean over images and pixels, >= 0.
 
     Examples
     --------
@@ -443,7 +479,7 @@ class DCAESamples:
 
 
 def generate(
-    autoencoder: _Autoencoder,
+    autoencoder: Autoencoder,
     images: torch.Tensor,
     *,
     num_samples: int,
