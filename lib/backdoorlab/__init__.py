@@ -11,10 +11,11 @@ Import it as ``import backdoorlab as bl``; each submodule owns one idea:
 - :mod:`backdoorlab.plot`: figures in the book's style;
 - :mod:`backdoorlab.uap`: DeepFool and universal adversarial perturbations;
 - :mod:`backdoorlab.copula`: vine copulas, mutual information and KL by Monte Carlo;
+- :mod:`backdoorlab.dcae`: the D-vine copula autoencoder;
 - :mod:`backdoorlab.attribution`: Integrated Gradients and gradient maps.
 """
 
-from . import attribution, cache, copula, data, models, plot, recipes, train, triggers, uap
+from . import attribution, cache, copula, data, dcae, models, plot, recipes, train, triggers, uap
 
-__all__ = ["attribution", "cache", "copula", "data", "models", "plot", "recipes", "train", "triggers", "uap"]
+__all__ = ["attribution", "cache", "copula", "data", "dcae", "models", "plot", "recipes", "train", "triggers", "uap"]
 __version__ = "0.1.0"
