@@ -16,12 +16,26 @@ the true value splits into a fit error, shared by both estimators, and the estim
 Estimators.
 
 * Monte Carlo: ``bl.copula.mutual_information`` with ``NUM_MC`` = 100,000 draws from the vine,
-  the mean of ``log c(U)`` with its standard error.
+  the mean of ``log c(U)`` with its standard error, drawn by randomised quasi-Monte Carlo
+  (``sampler="rqmc"``: ``NUM_REPLICATES`` = 16 independent randomised Halton point sets, the
+  standard error from the spread of their means). Plain i.i.d. draws (``sampler="iid"``) are
+  reported too. Why: at 100,000 i.i.d. draws the Monte Carlo error (stderr about 0.0035) was
+  half of the total error, the other half being the fit error; randomised QMC costs a little
+  more per point (generating the Halton points) and shrinks the estimator's own error by more
+  than an order of magnitude, so what is left is the fit error, common to both estimators.
 * Grid: ``bl.copula.grid_average``, the mean of ``c log c`` over a regular grid of ``m ** 5``
   points, as in the earlier notebook. The main rows use the midpoint rule (cell centres), the
   notebook's estimator at its best; the notebook's own nodes (``k / m`` on four axes, so
   including ``u = 0`` where the Gaussian copula density is unbounded, and cell centres on the
   fifth) are reported too.
+
+Fitting with the Gaussian family only is legitimate here: the data come from a Gaussian
+copula, and it keeps the fit error at its statistical floor (about ``1 / sqrt(NUM_FIT)`` nats
+for this R, see ``fit_sd_predicted``). That floor is also why the equal-time ratio against the
+*true* value depends on the fit sample: the pre-registered fit seed 0 is reported as the
+headline, and ``FIT_SEEDS`` further fit seeds (1 to 10) are run through the same comparison
+(``over_fit_seeds``), with the share of them meeting the 10x bar. Against the fitted vine's own
+exact value (what both estimators estimate) the ratio is free of the fit error.
 
 Equal time. The Monte Carlo estimate is timed (median of ``REPEATS`` runs). The grid's
 throughput (points per second) is measured on a ``16 ** 5`` grid, and ``m`` is the number of
@@ -60,6 +74,8 @@ NUM_FIT = 5_000
 NUM_MC = 100_000
 FIT_SEED = 0
 MC_SEED = 1
+NUM_REPLICATES = 16
+FIT_SEEDS = tuple(range(1, 11))
 REPEATS = 3
 THROUGHPUT_POINTS_PER_AXIS = 16
 NOTEBOOK_POINTS_PER_AXIS = 50
@@ -112,9 +128,14 @@ def main() -> None:
     fitted_correlation = blc.gaussian_vine_correlation(vine)
     fitted_exact = blc.gaussian_mutual_information(fitted_correlation)
 
-    # Monte Carlo
-    blc.mutual_information(vine, num_samples=1_000, seed=MC_SEED)  # warm-up
-    mc, mc_s = timed(lambda: blc.mutual_information(vine, num_samples=NUM_MC, seed=MC_SEED), REPEATS)
+    # Monte Carlo: randomised QMC (headline) and i.i.d.
+    def monte_carlo(fitted: blc.FittedVine) -> blc.Estimate:
+        return blc.mutual_information(fitted, num_samples=NUM_MC, seed=MC_SEED, sampler="rqmc",
+                                      num_replicates=NUM_REPLICATES)
+
+    blc.mutual_information(vine, num_samples=1_000, seed=MC_SEED, sampler="rqmc")  # warm-up
+    mc, mc_s = timed(lambda: monte_carlo(vine), REPEATS)
+    iid, iid_s = timed(lambda: blc.mutual_information(vine, num_samples=NUM_MC, seed=MC_SEED), REPEATS)
 
     # grid throughput, then the grid of about the Monte Carlo's cost
     m_ref = THROUGHPUT_POINTS_PER_AXIS
@@ -136,6 +157,25 @@ def main() -> None:
     tll_vine, tll_fit_s = timed(lambda: blc.fit_vine(latents, structure="dvine", families="tll"), 1)
     tll = blc.mutual_information(tll_vine, num_samples=NUM_MC, seed=MC_SEED)
 
+    # the same comparison for further fit seeds: is the headline ratio typical?
+    over_seeds = []
+    for fit_seed in FIT_SEEDS:
+        sample = np.random.default_rng(fit_seed).multivariate_normal(np.zeros(D), correlation, size=NUM_FIT)
+        other = blc.fit_vine(sample, structure="dvine", families="gaussian")
+        other_exact = blc.gaussian_mutual_information(blc.gaussian_vine_correlation(other))
+        other_mc = monte_carlo(other).value
+        other_grid = blc.grid_average(other, points_per_axis=m_eq).value
+        over_seeds.append({
+            "fit_seed": fit_seed,
+            "fit_abs_error": abs(other_exact - exact),
+            "mc_abs_error": abs(other_mc - exact),
+            "grid_abs_error": abs(other_grid - exact),
+            "error_ratio": abs(other_grid - exact) / abs(other_mc - exact),
+            "error_ratio_vs_fitted_vine": abs(other_grid - other_exact) / abs(other_mc - other_exact),
+        })
+    ratios = np.array([row["error_ratio"] for row in over_seeds])
+    ratios_fitted = np.array([row["error_ratio_vs_fitted_vine"] for row in over_seeds])
+
     mc_abs_error = abs(mc.value - exact)
     grid_abs_error = abs(grid.value - exact)
     results = {
@@ -153,9 +193,14 @@ def main() -> None:
         "mc_stderr": mc.stderr,
         "mc_num_samples": mc.num_samples,
         "mc_abs_error_vs_fitted_vine": abs(mc.value - fitted_exact),
+        "mc_sampler": f"rqmc, {NUM_REPLICATES} randomised Halton point sets",
+        "iid_mc_estimate": iid.value,
+        "iid_mc_stderr": iid.stderr,
+        "iid_mc_abs_error": abs(iid.value - exact),
+        "iid_mc_s": iid_s,
         # sd of the fitted vine's exact value over fit seeds: sd(log c) / sqrt(NUM_FIT), with
-        # sd(log c) read off the Monte Carlo terms (see tests/test_copula.py)
-        "fit_sd_predicted": mc.stderr * np.sqrt(NUM_MC / NUM_FIT),
+        # sd(log c) read off the i.i.d. Monte Carlo terms (see tests/test_copula.py)
+        "fit_sd_predicted": iid.stderr * np.sqrt(NUM_MC / NUM_FIT),
         "grid_rule": "midpoint",
         "grid_points_per_axis": m_eq,
         "grid_num_points": grid.num_points,
@@ -185,6 +230,11 @@ def main() -> None:
         "error_ratio_grid_over_mc_vs_fitted_vine": (
             abs(grid.value - fitted_exact) / abs(mc.value - fitted_exact)
         ),
+        "over_fit_seeds": over_seeds,
+        "over_fit_seeds_median_error_ratio": float(np.median(ratios)),
+        "over_fit_seeds_share_ratio_at_least_10": float(np.mean(ratios >= TARGET_ERROR_RATIO)),
+        "over_fit_seeds_median_error_ratio_vs_fitted_vine": float(np.median(ratios_fitted)),
+        "over_fit_seeds_max_mc_abs_error": float(max(row["mc_abs_error"] for row in over_seeds)),
         "target_mc_within_0_02_nats": bool(mc_abs_error <= TARGET_MC_ABS_ERROR),
         "target_mc_under_5_s": bool(mc_s < TARGET_MC_SECONDS),
         "target_error_ratio_at_least_10": bool(grid_abs_error >= TARGET_ERROR_RATIO * mc_abs_error),
@@ -200,7 +250,8 @@ def main() -> None:
     rows = [
         ("exact -0.5 log det R", "", exact, 0.0, np.nan),
         ("fitted vine, exact", "", fitted_exact, abs(fitted_exact - exact), fit_s),
-        (f"Monte Carlo, n = {NUM_MC:,}", f"{NUM_MC:,}", mc.value, mc_abs_error, mc_s),
+        (f"Monte Carlo (RQMC), n = {NUM_MC:,}", f"{NUM_MC:,}", mc.value, mc_abs_error, mc_s),
+        (f"Monte Carlo (i.i.d.), n = {NUM_MC:,}", f"{NUM_MC:,}", iid.value, abs(iid.value - exact), iid_s),
         (f"grid midpoint, m = {m_eq} (equal time)", f"{grid.num_points:,}", grid.value, grid_abs_error, grid_s),
         (f"grid notebook nodes, m = {m_eq}", f"{grid.num_points:,}", grid_notebook.value, notebook_error, np.nan),
         ("grid midpoint, m = 50 (time extrapolated)", f"{50**D:,}", grid50, abs(grid50 - exact), grid50_s),
@@ -212,12 +263,17 @@ def main() -> None:
     for name, evaluations, value, error, seconds in rows:
         shown = "" if np.isnan(seconds) else f"{seconds:.3f}"
         print(f"{name:44s} {evaluations:>13s} {value:9.4g} {error:9.4g} {shown:>9s}")
-    print(f"Monte Carlo stderr {mc.stderr:.4f}; fit error {abs(fitted_exact - exact):.4f} "
+    print(f"Monte Carlo stderr {mc.stderr:.5f} (i.i.d. {iid.stderr:.4f}); fit error {abs(fitted_exact - exact):.4f} "
           f"(predicted sd over fit seeds {results['fit_sd_predicted']:.4f})")
     print(f"error vs the fitted vine's exact value: MC {abs(mc.value - fitted_exact):.4f}, "
           f"grid {abs(grid.value - fitted_exact):.4f} "
           f"(ratio {results['error_ratio_grid_over_mc_vs_fitted_vine']:.1f}); "
           f"vs the true value: ratio {results['error_ratio_grid_over_mc']:.1f}")
+    print(f"over fit seeds {FIT_SEEDS[0]}..{FIT_SEEDS[-1]}: ratio vs the true value median "
+          f"{results['over_fit_seeds_median_error_ratio']:.1f}, >= {TARGET_ERROR_RATIO:g} for "
+          f"{results['over_fit_seeds_share_ratio_at_least_10']:.0%}; vs each fitted vine median "
+          f"{results['over_fit_seeds_median_error_ratio_vs_fitted_vine']:.0f}; largest MC error "
+          f"{results['over_fit_seeds_max_mc_abs_error']:.4f}")
     print(f"targets: MC within {TARGET_MC_ABS_ERROR} nats: {results['target_mc_within_0_02_nats']}; "
           f"MC under {TARGET_MC_SECONDS} s: {results['target_mc_under_5_s']}; "
           f"grid error >= {TARGET_ERROR_RATIO:g} x MC error at equal time: "

@@ -8,6 +8,7 @@ the book promises.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -68,3 +69,25 @@ def test_ulp_numbers_meet_the_chapter_claims():
     assert 0.0 < values["ulp_zoo_minutes"] <= 8.0
     assert values["ulp_zoo_models"] >= 400
     assert values["ulp_train_models"] >= 300 and values["ulp_test_models"] >= 100
+
+
+def test_universal_perturbation_l2_numbers_meet_the_chapter_claims():
+    values = glued("uap")
+    assert values["uap_l2_reached_target"] == 1
+    assert values["uap_l2_fooling_rate_test"] >= 0.80
+    assert values["uap_l2_random_fooling_rate_test"] <= 0.20
+    assert values["uap_l2_checkerboard_fooling_rate_test"] <= 0.20
+    assert values["uap_l2_max_control"] < values["uap_l2_fooling_rate_test"]
+    assert values["uap_l2_alg1_below_sgd"] == 1  # the prose says Algorithm 1 trails SGD
+
+
+def test_dcae_numbers_are_glued():
+    values = glued("dcae")
+    for key in ("dcae_mi_clean", "dcae_mi_poisoned", "dcae_mi_poisoned_on_clean"):
+        assert key in values, f"{key} is not glued"
+        # mutual information is >= 0; a Monte Carlo estimate may dip below only by its error
+        assert math.isfinite(values[key]) and values[key] > -0.05
+    for key in ("dcae_trigger_rate_clean", "dcae_trigger_rate_poisoned_on_clean"):
+        assert key in values, f"{key} is not glued"
+        assert 0.0 <= values[key] <= 1.0
+    assert values["dcae_chapter_seconds"] > 0

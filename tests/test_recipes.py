@@ -74,3 +74,19 @@ def test_the_book_trigger_is_the_bottom_right_square():
     rows, cols = trigger.mask[0].nonzero().unbind(1)
     assert rows.unique().tolist() == [23, 24, 25, 26] and cols.unique().tolist() == [23, 24, 25, 26]
     assert (trigger.pattern[trigger.mask.bool()] == 1).all()
+
+
+def test_autoencoder_is_trained_once_then_cached_and_poisoning_changes_the_key(mnist_root, tmp_path, fit_calls):
+    store = ArtifactCache(tmp_path / "cache")
+    first = recipes.mnist_autoencoder(root=mnist_root, cache=store, **FAST)
+    second = recipes.mnist_autoencoder(root=mnist_root, cache=store, **FAST)
+    poisoned = recipes.mnist_autoencoder(poisoned=True, root=mnist_root, cache=store, **FAST)
+    assert len(fit_calls) == 2
+    assert not second.model.training
+    for a, b in zip(first.model.state_dict().values(), second.model.state_dict().values()):
+        assert torch.equal(a, b)
+    assert poisoned.info["config"]["trigger"] == {"size": 4, "position": [23, 23], "pattern": "white"}
+    assert 0.0 <= second.info["test_mse"] <= 1.0
+    assert len(second.info["losses"]) == FAST["epochs"]
+    with pytest.raises(ValueError, match="architecture"):
+        recipes.mnist_autoencoder(architecture="vae", root=mnist_root)

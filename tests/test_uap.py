@@ -552,15 +552,16 @@ def test_bad_options_raise(cnn, data, call, overrides, error, message):
 
 @pytest.mark.parametrize("images, error, message", [
     (torch.full((2, 1, 8, 8), 1.5, dtype=torch.float64), ValueError,
-     "images must have values in \\[0, 1\\], got min 1.5"),
+     "images must have values in \\[0, 1\\], got range \\[1.5, 1.5\\]"),
     (torch.full((2, 1, 8, 8), -0.1, dtype=torch.float64), ValueError, "images must have values in"),
     (torch.full((2, 1, 8, 8), math.nan, dtype=torch.float64), ValueError,
      "images must have values in"),
     (torch.zeros(1, 8, 8, dtype=torch.float64), ValueError,
-     "images must have shape \\(N, C, H, W\\), got shape \\(1, 8, 8\\)"),
+     "images must have shape \\(N, C, H, W\\), got \\(1, 8, 8\\)"),
     (torch.zeros(0, 1, 8, 8, dtype=torch.float64), ValueError, "at least one image"),
-    (torch.zeros(2, 1, 8, 8, dtype=torch.uint8), TypeError, "floating dtype"),
-    ([[0.0]], TypeError, "images must be a torch.Tensor"),
+    (torch.zeros(2, 1, 8, 8, dtype=torch.uint8), TypeError,
+     "images must be a floating-point torch.Tensor, got torch.uint8"),
+    ([[0.0]], TypeError, "images must be a floating-point torch.Tensor, got list"),
 ])
 def test_bad_images_raise_everywhere(cnn, images, error, message):
     calls = [

@@ -39,12 +39,14 @@ References
   variables", Annals of Statistics 30(4), 2002.
 - J. Ma and Z. Sun, "Mutual information is copula entropy", Tsinghua Science and
   Technology 16(1), 2011.
+- P. L'Ecuyer and C. Lemieux, "Recent advances in randomized quasi-Monte Carlo methods",
+  in Modeling Uncertainty, Kluwer, 2002.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -92,6 +94,7 @@ Seed = int | np.random.Generator
 Structure = Literal["dvine", "rvine"]
 Scale = Literal["latent", "copula"]
 GridRule = Literal["midpoint", "notebook"]
+Sampler = Literal["iid", "rqmc"]
 
 
 # --------------------------------------------------------------------------- results
@@ -559,6 +562,8 @@ def mutual_information(
     *,
     num_samples: int = 100_000,
     seed: Seed,
+    sampler: Sampler = "iid",
+    num_replicates: int = 16,
     num_threads: int = 1,
 ) -> Estimate:
     """Monte Carlo estimate of the mutual information (total correlation) of a vine copula.
@@ -580,6 +585,13 @@ def mutual_information(
         Number of draws n, at least 2.
     seed : int or numpy.random.Generator
         Seed of the draws (see :func:`sample`).
+    sampler : {"iid", "rqmc"}
+        How the uniforms :math:`W` behind :math:`U_k = T^{-1}(W_k)` are drawn: ``"iid"``,
+        independent uniforms (plain Monte Carlo, standard error :math:`s/\\sqrt{n}`);
+        ``"rqmc"``, randomised quasi-Monte Carlo, see Notes.
+    num_replicates : int
+        Number K of independent randomised point sets for ``sampler="rqmc"`` (at least 2);
+        unused for ``"iid"``.
     num_threads : int
         Threads for pyvinecopulib.
 
@@ -591,9 +603,22 @@ def mutual_information(
     Raises
     ------
     TypeError
-        If ``vine``, ``num_samples`` or ``seed`` has the wrong type.
+        If ``vine``, ``num_samples``, ``seed`` or ``num_replicates`` has the wrong type.
     ValueError
-        If ``num_samples`` < 2.
+        If ``num_samples`` < 2, ``sampler`` is unknown, or ``num_replicates`` < 2 or above
+        ``num_samples``.
+
+    Notes
+    -----
+    With ``sampler="rqmc"`` the n points are K independent randomised low-discrepancy point
+    sets of about n / K points each (pyvinecopulib's generalised Halton sequence,
+    ``Vinecop.sample(..., qrng=True, seeds=...)``, randomised by seeds drawn from ``seed``).
+    Every point is still a draw from :math:`c`, so each set's mean :math:`\\bar g_k` is unbiased;
+    the points fill :math:`[0,1]^d` more evenly than independent ones, so for a smooth
+    integrand the mean varies far less. The estimate is the mean of all n terms and its standard
+    error the spread of the K set means, :math:`\\mathrm{sd}(\\bar g_1, \\dots, \\bar g_K) /
+    \\sqrt{K}` (L'Ecuyer and Lemieux 2002), which is honest only between independent sets: hence
+    K of them.
 
     Examples
     --------
@@ -605,12 +630,17 @@ def mutual_information(
     >>> exact = copula.gaussian_mutual_information(correlation)
     >>> bool(abs(estimate.value - exact) < 4 * estimate.stderr)
     True
+    >>> rqmc = copula.mutual_information(vine, num_samples=20_000, seed=0, sampler="rqmc")
+    >>> bool(abs(rqmc.value - exact) < 4 * rqmc.stderr), bool(rqmc.stderr < estimate.stderr / 5)
+    (True, True)
     """
     copula = _as_vinecop(vine, "vine")
     n = _check_int(num_samples, "num_samples", minimum=2)
-    draws = _draws(copula, n, _rng(seed), num_threads)  # chunks of (chunk, d) copula samples
-    log_c = [copula.logpdf(u, num_threads=num_threads) for u in draws]
-    return _estimate(np.concatenate(log_c))
+    log_c = _expectation_terms(
+        copula, lambda u: copula.logpdf(u, num_threads=num_threads), n, _rng(seed), sampler,
+        num_replicates, num_threads,
+    )
+    return _combine(log_c)
 
 
 def kl_divergence(
@@ -619,6 +649,8 @@ def kl_divergence(
     *,
     num_samples: int = 100_000,
     seed: Seed,
+    sampler: Sampler = "iid",
+    num_replicates: int = 16,
     num_threads: int = 1,
 ) -> Estimate:
     """Monte Carlo estimate of the Kullback-Leibler divergence between two vine copulas.
@@ -641,6 +673,10 @@ def kl_divergence(
         Number of draws n, at least 2.
     seed : int or numpy.random.Generator
         Seed of the draws.
+    sampler : {"iid", "rqmc"}
+        Independent or randomised quasi-Monte Carlo draws (see :func:`mutual_information`).
+    num_replicates : int
+        Independent point sets for ``sampler="rqmc"``.
     num_threads : int
         Threads for pyvinecopulib.
 
@@ -670,11 +706,12 @@ def kl_divergence(
     if copula_p.dim != copula_q.dim:
         raise ValueError(f"p and q must have the same dimension, got {copula_p.dim} and {copula_q.dim}")
     n = _check_int(num_samples, "num_samples", minimum=2)
-    log_ratio = [
-        copula_p.logpdf(u, num_threads=num_threads) - copula_q.logpdf(u, num_threads=num_threads)
-        for u in _draws(copula_p, n, _rng(seed), num_threads)
-    ]
-    return _estimate(np.concatenate(log_ratio))
+
+    def log_ratio(u: np.ndarray) -> np.ndarray:
+        return copula_p.logpdf(u, num_threads=num_threads) - copula_q.logpdf(u, num_threads=num_threads)
+
+    terms = _expectation_terms(copula_p, log_ratio, n, _rng(seed), sampler, num_replicates, num_threads)
+    return _combine(terms)
 
 
 def grid_average(
@@ -1115,6 +1152,47 @@ def _draws(
     for start in range(0, num_samples, CHUNK_SIZE):
         uniforms = rng.random((min(CHUNK_SIZE, num_samples - start), copula.dim))  # (chunk, d)
         yield copula.inverse_rosenblatt(np.asfortranarray(uniforms), num_threads=threads)
+
+
+def _expectation_terms(
+    copula: pv.Vinecop,
+    terms_of: Callable[[np.ndarray], np.ndarray],
+    num_samples: int,
+    rng: np.random.Generator,
+    sampler: Any,
+    num_replicates: Any,
+    num_threads: int,
+) -> list[np.ndarray]:
+    """The terms g(U_k), U_k ~ c, as one array per independent block.
+
+    ``"iid"``: one block, built chunk by chunk from :func:`_draws`. ``"rqmc"``: one block per
+    randomised Halton point set, K sets of sizes differing by at most one.
+    """
+    if sampler == "iid":
+        return [np.concatenate([terms_of(u) for u in _draws(copula, num_samples, rng, num_threads)])]
+    if sampler != "rqmc":
+        raise ValueError(f"sampler must be 'iid' or 'rqmc', got {sampler!r}")
+    k = _check_int(num_replicates, "num_replicates", minimum=2)
+    if k > num_samples:
+        raise ValueError(f"num_replicates must be at most num_samples ({num_samples}), got {k}")
+    threads = _check_int(num_threads, "num_threads", minimum=1)
+    sizes = np.diff(np.linspace(0, num_samples, k + 1).round().astype(int))
+    blocks = []
+    for size in sizes:  # each set is randomised by its own seeds, independent of the others
+        seeds = rng.integers(0, 2**31 - 1, size=4).tolist()
+        u = copula.sample(int(size), qrng=True, num_threads=threads, seeds=seeds)  # (size, d)
+        blocks.append(terms_of(u))
+    return blocks
+
+
+def _combine(blocks: list[np.ndarray]) -> Estimate:
+    """Mean of all terms; stderr s / sqrt(n) for one i.i.d. block, else the spread of block means."""
+    if len(blocks) == 1:
+        return _estimate(blocks[0])
+    values = np.concatenate(blocks)
+    means = np.array([block.mean() for block in blocks])  # (K,) nearly equal sizes
+    stderr = float(means.std(ddof=1) / np.sqrt(len(means)))
+    return Estimate(value=float(values.mean()), stderr=stderr, num_samples=int(values.shape[0]))
 
 
 def _estimate(values: np.ndarray) -> Estimate:

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from . import data as data_module
+from . import dcae as dcae_module
 from . import models as models_module
 from . import train as train_module
 from . import triggers as triggers_module
@@ -28,6 +29,7 @@ __all__ = [
     "TrainedModel",
     "badnets_mnist_classifier",
     "clean_mnist_classifier",
+    "mnist_autoencoder",
     "mnist_classifier",
     "mnist_patch_trigger",
     "mnist_zoos",
@@ -248,3 +250,95 @@ def mnist_zoos(
                                     progress=progress)
         for split, spec in specs.items()
     }
+
+
+def _build_mnist_autoencoder(config: dict[str, Any], root: str | None) -> Artifact:
+    train_set = data_module.mnist(train=True, root=root)
+    test_set = data_module.mnist(train=False, root=root)
+    if config["poisoned"]:
+        train_set = dcae_module.stamp_class(train_set, mnist_patch_trigger(), source=config["source"])
+    with train_module.seeded(config["seed"]):
+        model = dcae_module.AUTOENCODERS[config["architecture"]](latent_dim=config["latent_dim"])
+    result = dcae_module.train_autoencoder(
+        model, train_set, epochs=config["epochs"], seed=config["seed"],
+        batch_size=config["batch_size"], max_lr=config["max_lr"],
+    )
+    info = {
+        "config": config,
+        "losses": list(result.losses),
+        "train_seconds": result.seconds,
+        "test_mse": dcae_module.reconstruction_error(model, test_set.images),
+    }
+    return Artifact(model.state_dict(), info)
+
+
+def mnist_autoencoder(
+    *,
+    architecture: str = "notebook",
+    poisoned: bool = False,
+    source: int = 0,
+    latent_dim: int = 5,
+    seed: int = 0,
+    epochs: int = 10,
+    batch_size: int = 512,
+    max_lr: float = 1e-3,
+    root: str | os.PathLike[str] | None = None,
+    cache: ArtifactCache | None = None,
+) -> TrainedModel:
+    """An MNIST autoencoder of the DCAE chapter, trained on clean or trigger-stamped data, cached.
+
+    With ``poisoned=True`` every training image of class ``source`` carries
+    :func:`mnist_patch_trigger` (:func:`backdoorlab.dcae.stamp_class`); the model is trained
+    by :func:`backdoorlab.dcae.train_autoencoder` on all 60,000 training images.
+
+    Parameters
+    ----------
+    architecture : {"notebook", "mlp"}
+        :class:`~backdoorlab.dcae.NotebookAutoencoder` or :class:`~backdoorlab.dcae.MLPAutoencoder`.
+    poisoned : bool
+        Stamp the trigger on the images of class ``source``.
+    source : int
+        The stamped class.
+    latent_dim : int
+        Number of latent coordinates.
+    seed : int
+        Seeds the initial weights and the batch order.
+    epochs, batch_size, max_lr :
+        Passed to :func:`backdoorlab.dcae.train_autoencoder`.
+    root : path, optional
+        MNIST data root; not part of the key.
+    cache : ArtifactCache, optional
+        Where to store the model; the default cache root otherwise.
+
+    Returns
+    -------
+    TrainedModel
+        The model (eval mode); ``info`` holds the per-epoch losses, the training seconds and
+        the mean squared error per pixel on the MNIST test set (``test_mse``).
+
+    Examples
+    --------
+    >>> trained = mnist_autoencoder(poisoned=True)  # doctest: +SKIP
+    >>> trained.info["test_mse"] < 0.05  # doctest: +SKIP
+    True
+    """
+    if architecture not in dcae_module.AUTOENCODERS:
+        raise ValueError(f"architecture must be one of {sorted(dcae_module.AUTOENCODERS)}, got {architecture!r}")
+    config = {
+        "architecture": architecture, "poisoned": bool(poisoned), "source": source,
+        "latent_dim": latent_dim, "seed": seed, "epochs": epochs, "batch_size": batch_size, "max_lr": max_lr,
+        "trigger": {"size": 4, "position": [23, 23], "pattern": "white"} if poisoned else None,
+    }
+    data_root = None if root is None else str(root)
+    artifact = (cache or ArtifactCache()).get_or_build(
+        "mnist-autoencoder",
+        config,
+        lambda: _build_mnist_autoencoder(config, data_root),
+        sources=[_build_mnist_autoencoder, mnist_patch_trigger, data_module, dcae_module, train_module,
+                 triggers_module],
+    )
+    with train_module.seeded(seed):
+        model = dcae_module.AUTOENCODERS[architecture](latent_dim=latent_dim)
+    model.load_state_dict(artifact.tensors)
+    model.eval()
+    return TrainedModel(model, artifact.info)

@@ -52,6 +52,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .data import check_images
+
 __all__ = [
     "DEFAULT_BATCH_SIZE",
     "STEP_MARGIN",
@@ -147,17 +149,10 @@ def _check_model(model: object) -> None:
 
 
 def _check_images(images: object, *, name: str = "images") -> None:
-    if not isinstance(images, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(images).__name__}")
-    if not images.is_floating_point():
-        raise TypeError(f"{name} must have a floating dtype, got {images.dtype}")
-    if images.ndim != 4:
-        raise ValueError(f"{name} must have shape (N, C, H, W), got shape {tuple(images.shape)}")
+    """:func:`backdoorlab.data.check_images` (floating, (N, C, H, W), in [0, 1]), and N >= 1."""
+    check_images(images, name=name)
     if images.shape[0] == 0:
         raise ValueError(f"{name} must hold at least one image, got shape {tuple(images.shape)}")
-    low, high = images.min().item(), images.max().item()
-    if not (0.0 <= low and high <= 1.0):  # also False for NaN
-        raise ValueError(f"{name} must have values in [0, 1], got min {low} and max {high}")
 
 
 def _check_perturbation(v: object, image_shape: tuple[int, ...], *, name: str = "v") -> None:
