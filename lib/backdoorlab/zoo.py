@@ -11,7 +11,7 @@ as one grouped-convolution network, so that K models cost one forward pass
 Training model k minimises its own loss :math:`L_k(\\theta_k)`; the stack minimises
 :math:`\\sum_k L_k(\\theta_k)`, whose gradient with respect to :math:`\\theta_k` is
 :math:`\\nabla L_k(\\theta_k)`. Adam acts on each parameter element separately, so the stack
-follows the same trajectory as K separate runs (up to floating-point reassociation).
+takes the same steps as K separate runs (up to floating-point rounding).
 """
 
 from __future__ import annotations
@@ -532,8 +532,8 @@ def train_stack(
 
     ``method="grouped"`` trains them as one :class:`ModelStack`, minimising the sum of the
     models' mean cross-entropies; ``method="loop"`` trains them one after the other as plain
-    modules. Both see the same batches in the same order and give the same models up to
-    floating-point rounding.
+    modules. Both see the same batches in the same order and perform the same updates; they
+    differ only in floating-point rounding, which training amplifies over many steps.
 
     Examples
     --------
