@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from .cache import Artifact
 from .data import ImageSet
 from . import models as models_module
+from . import train as train_module
 from . import triggers as triggers_module
 from .models import MNIST_MEAN, MNIST_STD, Normalize
 from .triggers import Trigger, patch_trigger
@@ -345,8 +346,7 @@ class ModelStack(nn.Module):
         """Freshly initialised models, model k drawn with ``torch.manual_seed(seeds[k])``."""
         models = []
         for seed in seeds:
-            with torch.random.fork_rng():
-                torch.manual_seed(seed)
+            with train_module.seeded(seed):
                 models.append(ZooCNN(channels=channels, in_channels=in_channels, num_classes=num_classes))
         return cls.from_models(models)
 
