@@ -639,3 +639,116 @@ def test_mass_share_is_nan_without_positive_attribution_and_checks_shapes():
         positive_mass_share(torch.ones(4, 4), mask)
     with pytest.raises(TypeError, match="mask"):
         positive_mass_share(torch.ones(1, 1, 4, 4), torch.ones(4, 4))
+
+
+# --------------------------------------------------------------------------- affine prefix
+
+
+def _seeded_book_models() -> dict[str, nn.Module]:
+    from backdoorlab.models import CifarCNN, MnistCNN, MnistMLP
+
+    models = {
+        "mnist_cnn": seeded(MnistCNN(channels=(4, 6), hidden=16), 11, scale=0.2),
+        "mnist_mlp": seeded(MnistMLP(hidden=(32, 16)), 12, scale=0.2),
+        "cifar_cnn": seeded(CifarCNN(width=4, hidden=16), 13, scale=0.3),
+    }
+    cifar = models["cifar_cnn"]
+    with torch.no_grad():  # running statistics that are not the identity
+        gen = torch.Generator().manual_seed(14)
+        for layer in cifar.modules():
+            if isinstance(layer, nn.BatchNorm2d):
+                layer.running_mean.copy_(0.1 * torch.randn(layer.num_features, generator=gen))
+                layer.running_var.copy_(0.5 + torch.rand(layer.num_features, generator=gen))
+    return {name: model.double().eval() for name, model in models.items()}
+
+
+def _book_images(name: str, n: int = 3, seed: int = 15) -> torch.Tensor:
+    shape = (3, 32, 32) if name == "cifar_cnn" else (1, 28, 28)
+    return torch.rand((n, *shape), generator=torch.Generator().manual_seed(seed),
+                      dtype=torch.float64)
+
+
+def test_affine_split_takes_the_leading_affine_layers_of_the_book_models():
+    from backdoorlab.models import Normalize
+
+    models = _seeded_book_models()
+    expected = {
+        "mnist_cnn": [Normalize, nn.Conv2d],
+        "mnist_mlp": [Normalize, nn.Flatten, nn.Linear],
+        "cifar_cnn": [Normalize, nn.Conv2d, nn.BatchNorm2d],
+    }
+    for name, model in models.items():
+        prefix, rest = attribution.affine_split(model)
+        assert [type(layer) for layer in prefix] == expected[name], name
+        images = _book_images(name)
+        torch.testing.assert_close(rest(prefix(images)), model(images), rtol=1e-12, atol=1e-12)
+    # batch normalisation in training mode normalises by the batch: not affine per row
+    prefix, _ = attribution.affine_split(models["cifar_cnn"].train())
+    assert [type(layer) for layer in prefix] == [Normalize, nn.Conv2d]
+
+
+def test_affine_split_declines_models_it_cannot_see_into():
+    assert attribution.affine_split(cnn()) is None  # no sequential form
+    assert attribution.affine_split(nn.Sequential(nn.ReLU(), nn.Linear(4, 2))) is None
+    hooked = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    hooked[1].register_forward_hook(lambda module, args, output: output * 2)
+    prefix, rest = attribution.affine_split(hooked)  # the hook's layer ends the prefix
+    assert len(prefix) == 1 and len(rest) == 3
+    hooked.register_forward_pre_hook(lambda module, args: args)
+    assert attribution.affine_split(hooked) is None
+    # nested Sequentials are opened; a whole affine model leaves an empty rest
+    nested = nn.Sequential(nn.Sequential(nn.Flatten(), nn.Linear(4, 3)), nn.Linear(3, 2))
+    prefix, rest = attribution.affine_split(nested)
+    assert len(prefix) == 3 and len(rest) == 0
+
+
+@pytest.mark.parametrize("name", ["mnist_cnn", "mnist_mlp", "cifar_cnn"])
+@pytest.mark.parametrize("method", ["gausslegendre", "riemann_trapezoid"])
+def test_affine_prefix_gives_the_attributions_of_the_whole_model(name, method):
+    model = _seeded_book_models()[name]
+    images = _book_images(name)
+    target = torch.tensor([0, 3, 7])
+    for baseline in (None, blurred_baseline(images, sigma=2.0)):
+        whole = integrated_gradients(model, images, target=target, baseline=baseline,
+                                     num_steps=10, method=method, affine_prefix=False)
+        for batch_size in (2, 7, 10_000):  # slices of one step, whole steps, everything
+            split = integrated_gradients(model, images, target=target, baseline=baseline,
+                                         num_steps=10, method=method, batch_size=batch_size)
+            torch.testing.assert_close(split.attributions, whole.attributions,
+                                       rtol=1e-9, atol=1e-12)
+            torch.testing.assert_close(split.completeness_gap, whole.completeness_gap,
+                                       rtol=1e-9, atol=1e-12)
+            assert split.attributions.is_contiguous()
+
+
+def test_affine_prefix_runs_the_rest_in_blocks_of_at_most_batch_size_rows():
+    rows: list[int] = []
+
+    class Recorder(nn.Module):  # not an affine layer type: the prefix ends before it
+        def forward(self, x):
+            rows.append(x.shape[0])
+            return x
+
+    model = seeded(nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), Recorder(), nn.ReLU(),
+                                 nn.Flatten(), nn.Linear(3 * 64, NUM_CLASSES)), 16).double()
+    num_images, num_steps, batch_size = 5, 12, 8
+    integrated_gradients(model, make_images(num_images), target=1, num_steps=num_steps,
+                         batch_size=batch_size)
+    assert max(rows) <= batch_size
+    # every path point once behind the prefix, plus x and x' through the whole model
+    assert sum(rows) == num_images * num_steps + 2 * num_images
+
+
+def test_affine_prefix_matches_captum_in_float32():
+    captum_attr = pytest.importorskip("captum.attr")
+    from backdoorlab.models import MnistCNN
+
+    model = seeded(MnistCNN(channels=(4, 6), hidden=16), 17, scale=0.2).eval()
+    images = make_images(4, torch.float32, seed=18).repeat(1, 1, 4, 4)[:, :, :28, :28]
+    images = images.contiguous()
+    target = torch.tensor([1, 4, 2, 9])
+    ours = integrated_gradients(model, images, target=target, num_steps=20)
+    theirs = captum_attr.IntegratedGradients(model).attribute(
+        images, baselines=torch.zeros_like(images), target=target, n_steps=20,
+        method="gausslegendre")
+    assert relative_diff(ours.attributions, theirs) < 1e-4

@@ -42,3 +42,34 @@ def test_gradients_reach_the_input_pixels():
     images = torch.rand(2, 1, 28, 28, requires_grad=True)
     MnistCNN()(images)[:, 3].sum().backward()
     assert images.grad is not None and images.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("model", [MnistCNN(), MnistMLP(), CifarCNN(width=4).eval()],
+                         ids=["mnist_cnn", "mnist_mlp", "cifar_cnn"])
+def test_as_sequential_computes_the_model_with_the_same_layers(model):
+    sequence = model.as_sequential()
+    assert isinstance(sequence, torch.nn.Sequential)
+    size = 32 if isinstance(model, CifarCNN) else 28
+    channels = 3 if isinstance(model, CifarCNN) else 1
+    images = torch.rand(3, channels, size, size, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(sequence(images), model(images))
+    params = {id(p) for p in model.parameters()}
+    assert {id(p) for p in sequence.parameters()} == params  # shared, not copied
+
+
+def test_pooling_before_relu_gives_the_function_and_gradients_of_the_usual_order():
+    torch.manual_seed(0)
+    model = MnistCNN(channels=(4, 6), hidden=16)
+    conv1, pool1, relu1, conv2, pool2, relu2 = model.features
+    usual = torch.nn.Sequential(model.normalize, conv1, relu1, pool1, conv2, relu2, pool2,
+                                model.classifier)
+    images = torch.rand(8, 1, 28, 28)
+    images[:4, :, :10] = 0.0  # flat regions: ties inside the pooling windows
+    for network in (model, usual):
+        network.zero_grad()
+        network(images).logsumexp(dim=1).sum().backward()
+        grads = [p.grad.clone() for p in model.parameters()]
+        if network is model:
+            ours = grads
+    assert torch.equal(model(images), usual(images))
+    assert all(torch.equal(a, b) for a, b in zip(ours, grads))

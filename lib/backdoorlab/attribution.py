@@ -35,11 +35,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from backdoorlab.models import Normalize
+
 __all__ = [
     "DEFAULT_BATCH_SIZE",
     "METHODS",
     "IGResult",
     "QuadratureRule",
+    "affine_split",
     "black_baseline",
     "blurred_baseline",
     "gradient_times_input",
@@ -61,10 +64,9 @@ METHODS: tuple[str, ...] = (
 
 DEFAULT_BATCH_SIZE: int = 256
 """Path points per forward/backward pass; memory grows linearly with it. For the book's MNIST
-CNN (64 images, 50 steps, 2 idle CPU cores) blocks of 128 or 256 rows were fastest, 512 up to
-25 % and 1024 about 50 % slower: from about 512 rows on, the activations no longer reuse freed
-memory and are page-faulted afresh on every pass (``benchmarks/ig.py``). On a machine crowded
-by other processes, larger blocks suffered less."""
+CNN (64 images, 50 steps, 2 idle CPU cores) blocks of 128 to 512 rows were about equally fast,
+1024 rows about 25 % and all 3,200 at once about 60 % slower: large blocks no longer reuse freed
+memory and page-fault their activations afresh on every pass (``benchmarks/ig.py``)."""
 
 OutputFn = Callable[[Tensor], Tensor]
 Baseline = Tensor | Callable[[Tensor], Tensor] | None
@@ -359,6 +361,7 @@ def integrated_gradients(
     method: str = "gausslegendre",
     batch_size: int = DEFAULT_BATCH_SIZE,
     output_fn: OutputFn | None = None,
+    affine_prefix: bool = True,
 ) -> IGResult:
     """Integrated Gradients of the target class's score, Eq. (1) of the IG paper, by quadrature.
 
@@ -376,6 +379,18 @@ def integrated_gradients(
     carries the completeness gap ``sum_i IG_i(x) - (F(x) - F(x'))`` (Proposition 1 of the paper
     says it is 0 for the exact integral); if it is large relative to ``F(x) - F(x')``, use
     more steps.
+
+    When the model starts with affine layers, F = G o L with L(x) = A x + b
+    (:func:`affine_split`), the path and the sum are moved behind L, which is exact:
+    L maps the straight path to the straight path z' + alpha_k (z - z') from z' = L(x') to
+    z = L(x), and the chain rule gives dF/dx = A^T dG/dz with the same A at every point, so
+
+    .. math::
+
+        \\sum_k w_k \\, \\nabla_x F(x_k) = A^\\top \\sum_k w_k \\, \\nabla_z G(z_k).
+
+    L then runs twice per image (at x and x') instead of once per path point, and its
+    backward pass (the product with A^T) once per image after the sum.
 
     Parameters
     ----------
@@ -405,6 +420,11 @@ def integrated_gradients(
         Applied to the model's output before the target column is taken; it must map
         (B, K) to (B, K') row by row. For example ``lambda z: z.softmax(dim=1)`` attributes
         the class probability instead of the logit.
+    affine_prefix : bool, optional
+        Move the path behind the model's leading affine layers, as above, when
+        :func:`affine_split` finds any. The attributions are the same up to rounding (about
+        1e-7 relative in float32, more where a path point lies within rounding of a ReLU's
+        kink). False evaluates the whole model at every path point.
 
     Returns
     -------
@@ -451,9 +471,21 @@ def integrated_gradients(
         model, endpoints, target_classes.repeat(2), output_fn, batch_size
     )
     scores, baseline_scores = endpoint_scores.chunk(2)  # (N,), (N,)
-    mean_gradient = _path_gradient_integral(
-        model, images, baseline_images, target_classes, output_fn, rule, batch_size
-    )
+    split = affine_split(model) if affine_prefix else None
+    if split is None:
+        mean_gradient = _path_gradient_integral(
+            model, images, baseline_images, target_classes, output_fn, rule, batch_size
+        )
+    else:
+        prefix, rest = split
+        # z = L(x) and z' = L(x'); 4-D activations in channels-last layout, where pooling
+        # and its backward pass run several times faster than in the default layout
+        end, start = (_channels_last(_map_no_grad(prefix, endpoints_, batch_size))
+                      for endpoints_ in (images, baseline_images))
+        inner = _path_gradient_integral(
+            rest, end, start, target_classes, output_fn, rule, batch_size
+        )  # sum_k w_k dG(z_k)/dz, shape of z
+        mean_gradient = _pull_back(prefix, images, inner, batch_size)  # A^T inner
     attributions = (images - baseline_images) * mean_gradient  # (N, C, H, W)
     gap = attributions.flatten(1).sum(dim=1) - (scores - baseline_scores)
     return IGResult(
@@ -465,6 +497,57 @@ def integrated_gradients(
         method=method,
         num_steps=num_steps,
     )
+
+
+def affine_split(model: nn.Module) -> tuple[nn.Sequential, nn.Sequential] | None:
+    """Split a model into its leading affine layers L and the rest G, so that F = G o L.
+
+    The model must be an ``nn.Sequential`` or have an ``as_sequential()`` method (the book's
+    models in :mod:`backdoorlab.models` do); nested ``nn.Sequential`` containers are
+    flattened. L is the longest run of leading layers that are affine maps of their input:
+    :class:`~backdoorlab.models.Normalize`, linear and convolution layers, ``Flatten``,
+    ``Unflatten``, ``Identity`` and average pooling; batch normalisation and dropout in eval
+    mode (with running statistics), since in training mode they depend on the batch or on
+    chance. Layers are matched by exact type, so a subclass with its own ``forward`` ends L;
+    so does a layer with forward hooks.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The classifier; not modified. The returned containers share its layers.
+
+    Returns
+    -------
+    tuple of nn.Sequential, or None
+        ``(L, G)``; G is empty (the identity) when the whole model is affine. None if the
+        model has no sequential form, has forward hooks itself, or does not start with an
+        affine layer.
+
+    Examples
+    --------
+    >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    >>> prefix, rest = affine_split(model)
+    >>> len(prefix), len(rest)
+    (2, 2)
+    >>> x = torch.rand(5, 1, 2, 2)
+    >>> torch.equal(rest(prefix(x)), model(x))
+    True
+    """
+    if _has_hooks(model):
+        return None
+    if isinstance(model, nn.Sequential):
+        sequence = model
+    elif callable(getattr(model, "as_sequential", None)):
+        sequence = model.as_sequential()
+    else:
+        return None
+    layers = list(_flat_layers(sequence))
+    cut = 0
+    while cut < len(layers) and _is_affine(layers[cut]):
+        cut += 1
+    if cut == 0:
+        return None
+    return nn.Sequential(*layers[:cut]), nn.Sequential(*layers[cut:])
 
 
 def gradients(
@@ -638,37 +721,103 @@ def positive_mass_share(attributions: Tensor, mask: Tensor) -> Tensor:
 
 def _path_gradient_integral(
     model: nn.Module,
-    images: Tensor,
-    baseline: Tensor,
+    end: Tensor,
+    start: Tensor,
     target: Tensor,
     output_fn: OutputFn | None,
     rule: QuadratureRule,
     batch_size: int,
 ) -> Tensor:
-    """sum_k w_k dF(x' + alpha_k (x - x'))/dx, shape (N, C, H, W), in chunks of path points.
+    """sum_k w_k dF(x' + alpha_k (x - x'))/dx, shape of x, in chunks of path points.
 
-    The m x N grid of (step, image) path points is cut into blocks of at most batch_size
-    points: whole steps of all images when batch_size >= N, else slices of images of one step.
-    Blocks are built on the fly from slices, so only one block of points exists at a time.
+    x = ``end`` and x' = ``start`` have shape (N, ...): images, or the activations behind an
+    affine prefix. The m x N grid of (step, image) path points is cut into blocks of at most
+    batch_size points: whole steps of all images when batch_size >= N, else slices of images
+    of one step. Blocks are built on the fly from slices, so only one block of points exists
+    at a time; they keep the memory layout of ``start`` and ``end``.
     """
-    num_images = images.shape[0]
-    alphas = rule.nodes.to(images)  # (m,)
-    weights = rule.weights.to(images)  # (m,)
-    direction = images - baseline  # (N, C, H, W)
-    total = torch.zeros_like(images)
+    num_images = end.shape[0]
+    alphas = rule.nodes.to(end)  # (m,)
+    weights = rule.weights  # (m,), float64; each is used as a Python float
+    direction = end - start  # (N, ...)
+    total = torch.zeros_like(end)
     steps_per_block = max(1, batch_size // num_images)
     images_per_block = min(batch_size, num_images)
     for s0 in range(0, rule.num_steps, steps_per_block):
         steps = slice(s0, min(s0 + steps_per_block, rule.num_steps))
         for i0 in range(0, num_images, images_per_block):
             rows = slice(i0, min(i0 + images_per_block, num_images))
-            alpha = alphas[steps].view(-1, 1, 1, 1, 1)  # (S, 1, 1, 1, 1)
-            points = baseline[rows] + alpha * direction[rows]  # (S, B, C, H, W)
+            alpha = alphas[steps].view(-1, *(1,) * end.ndim)  # (S, 1, ..., 1)
+            points = torch.addcmul(start[rows], alpha, direction[rows])  # (S, B, ...)
             grads = _gradients_of_scores(
                 model, points.flatten(0, 1), target[rows].repeat(len(alpha)), output_fn
             ).view(points.shape)
-            total[rows] += torch.tensordot(weights[steps], grads, dims=1)  # (B, C, H, W)
+            block_total = total[rows]  # a view: (B, ...)
+            for weight, grad in zip(weights[steps].tolist(), grads):  # in place, any layout
+                block_total.add_(grad, alpha=weight)
     return total
+
+
+def _map_no_grad(layers: nn.Module, inputs: Tensor, batch_size: int) -> Tensor:
+    """layers(inputs) in chunks of batch_size rows, without a graph."""
+    with torch.no_grad():
+        return torch.cat([layers(inputs[start : start + batch_size])
+                          for start in range(0, inputs.shape[0], batch_size)])
+
+
+def _pull_back(prefix: nn.Module, images: Tensor, outer: Tensor, batch_size: int) -> Tensor:
+    """A^T outer for the affine prefix L(x) = A x + b: its vector-Jacobian product, per row.
+
+    The Jacobian of an affine map is the same at every point, so it is taken at the images.
+    """
+    chunks = []
+    for start in range(0, images.shape[0], batch_size):
+        points = images[start : start + batch_size].detach().requires_grad_(True)
+        with torch.enable_grad():
+            (grads,) = torch.autograd.grad(prefix(points), points,
+                                           grad_outputs=outer[start : start + batch_size])
+        chunks.append(grads)
+    return torch.cat(chunks).contiguous()
+
+
+def _channels_last(activations: Tensor) -> Tensor:
+    """4-D activations in channels-last layout (same values); others unchanged."""
+    if activations.ndim != 4:
+        return activations
+    return activations.contiguous(memory_format=torch.channels_last)
+
+
+_AFFINE_LAYERS = (
+    Normalize, nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Flatten, nn.Unflatten,
+    nn.Identity, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
+)
+_AFFINE_IN_EVAL = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_IDENTITY_IN_EVAL = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
+
+
+def _is_affine(layer: nn.Module) -> bool:
+    """Whether the layer is, as it will run, an affine map of its input alone."""
+    kind = type(layer)
+    if _has_hooks(layer):
+        return False
+    if kind in _AFFINE_LAYERS or (kind in _IDENTITY_IN_EVAL and not layer.training):
+        return True
+    if kind in _AFFINE_IN_EVAL:  # uses the running statistics only in eval mode
+        return not layer.training and layer.running_mean is not None
+    return False
+
+
+def _has_hooks(layer: nn.Module) -> bool:
+    return bool(layer._forward_hooks or layer._forward_pre_hooks)
+
+
+def _flat_layers(sequence: nn.Sequential):
+    """The layers of a Sequential, with nested Sequentials opened up, in order."""
+    for layer in sequence:
+        if type(layer) is nn.Sequential and not _has_hooks(layer):
+            yield from _flat_layers(layer)
+        else:
+            yield layer
 
 
 def _gradients_of_scores(

@@ -49,9 +49,13 @@ class Normalize(nn.Module):
 class MnistCNN(nn.Module):
     """A LeNet-style CNN for 28x28 grey images.
 
-    Two blocks of 5x5 convolution (padding 2), ReLU and 2x2 max-pooling, then a hidden
+    Two blocks of 5x5 convolution (padding 2), 2x2 max-pooling and ReLU, then a hidden
     fully connected layer and the output layer:
     ``1x28x28 -> c1x14x14 -> c2x7x7 -> hidden -> num_classes``.
+
+    Pooling comes before the ReLU: the two commute (ReLU is nondecreasing, so
+    ``maxpool(relu(z)) = relu(maxpool(z))``, and both orders pass the gradient to the same
+    pixel), and this order runs the ReLU on a quarter of the values.
 
     Parameters
     ----------
@@ -74,8 +78,8 @@ class MnistCNN(nn.Module):
         c1, c2 = channels
         self.normalize = Normalize(MNIST_MEAN, MNIST_STD)
         self.features = nn.Sequential(
-            nn.Conv2d(1, c1, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(c1, c2, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(1, c1, 5, padding=2), nn.MaxPool2d(2), nn.ReLU(),
+            nn.Conv2d(c1, c2, 5, padding=2), nn.MaxPool2d(2), nn.ReLU(),
         )
         self.classifier = nn.Sequential(
             nn.Flatten(), nn.Linear(c2 * 7 * 7, hidden), nn.ReLU(), nn.Linear(hidden, num_classes),
@@ -83,6 +87,14 @@ class MnistCNN(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(self.normalize(images)))
+
+    def as_sequential(self) -> nn.Sequential:
+        """The model as one flat ``nn.Sequential`` of its layers (shared, not copied).
+
+        It computes the same function as the model; :func:`backdoorlab.attribution.affine_split`
+        uses it to find the leading affine layers.
+        """
+        return nn.Sequential(self.normalize, *self.features, *self.classifier)
 
 
 class MnistMLP(nn.Module):
@@ -116,6 +128,14 @@ class MnistMLP(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.layers(self.normalize(images))
+
+    def as_sequential(self) -> nn.Sequential:
+        """The model as one flat ``nn.Sequential`` of its layers (shared, not copied).
+
+        It computes the same function as the model; :func:`backdoorlab.attribution.affine_split`
+        uses it to find the leading affine layers.
+        """
+        return nn.Sequential(self.normalize, *self.layers)
 
 
 class CifarCNN(nn.Module):
@@ -167,3 +187,11 @@ class CifarCNN(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(self.normalize(images)))
+
+    def as_sequential(self) -> nn.Sequential:
+        """The model as one flat ``nn.Sequential`` of its layers (shared, not copied).
+
+        It computes the same function as the model; :func:`backdoorlab.attribution.affine_split`
+        uses it to find the leading affine layers.
+        """
+        return nn.Sequential(self.normalize, *self.features, *self.classifier)
