@@ -690,6 +690,12 @@ def test_affine_split_takes_the_leading_affine_layers_of_the_book_models():
 def test_affine_split_declines_models_it_cannot_see_into():
     assert attribution.affine_split(cnn()) is None  # no sequential form
     assert attribution.affine_split(nn.Sequential(nn.ReLU(), nn.Linear(4, 2))) is None
+
+    class Doubled(nn.Sequential):  # a subclass may compute something else
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+    assert attribution.affine_split(Doubled(nn.Flatten(), nn.Linear(4, 2))) is None
     hooked = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
     hooked[1].register_forward_hook(lambda module, args, output: output * 2)
     prefix, rest = attribution.affine_split(hooked)  # the hook's layer ends the prefix

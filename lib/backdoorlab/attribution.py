@@ -478,8 +478,8 @@ def integrated_gradients(
         )
     else:
         prefix, rest = split
-        # z = L(x) and z' = L(x'); 4-D activations in channels-last layout, where pooling
-        # and its backward pass run several times faster than in the default layout
+        # z = L(x) and z' = L(x'); 4-D activations in channels-last layout, where max pooling
+        # and its backward pass ran about twice as fast as in the default layout
         end, start = (_channels_last(_map_no_grad(prefix, endpoints_, batch_size))
                       for endpoints_ in (images, baseline_images))
         inner = _path_gradient_integral(
@@ -502,9 +502,9 @@ def integrated_gradients(
 def affine_split(model: nn.Module) -> tuple[nn.Sequential, nn.Sequential] | None:
     """Split a model into its leading affine layers L and the rest G, so that F = G o L.
 
-    The model must be an ``nn.Sequential`` or have an ``as_sequential()`` method (the book's
-    models in :mod:`backdoorlab.models` do); nested ``nn.Sequential`` containers are
-    flattened. L is the longest run of leading layers that are affine maps of their input:
+    The model must be an ``nn.Sequential`` (not a subclass) or have an ``as_sequential()``
+    method that returns one computing the same function (the models in
+    :mod:`backdoorlab.models` do); nested ``nn.Sequential`` containers are flattened. L is the longest run of leading layers that are affine maps of their input:
     :class:`~backdoorlab.models.Normalize`, linear and convolution layers, ``Flatten``,
     ``Unflatten``, ``Identity`` and average pooling; batch normalisation and dropout in eval
     mode (with running statistics), since in training mode they depend on the batch or on
@@ -535,7 +535,7 @@ def affine_split(model: nn.Module) -> tuple[nn.Sequential, nn.Sequential] | None
     """
     if _has_hooks(model):
         return None
-    if isinstance(model, nn.Sequential):
+    if type(model) is nn.Sequential:  # a subclass may have its own forward
         sequence = model
     elif callable(getattr(model, "as_sequential", None)):
         sequence = model.as_sequential()
