@@ -405,6 +405,30 @@ def test_universal_perturbation_does_not_touch_global_rng(cnn, data):
     assert torch.equal(torch.get_rng_state(), state)
 
 
+def test_universal_perturbation_sets_its_threads_and_restores_them(cnn, data, monkeypatch):
+    seen = []
+    original = uap._deepfool
+
+    def recording(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(uap, "_deepfool", recording)
+    torch.set_num_threads(2)
+    try:
+        first = universal_perturbation(cnn, data[:8], xi=0.2, p=math.inf, max_passes=1, seed=0)
+        assert set(seen) == {1} and torch.get_num_threads() == 2  # the default, then restored
+        seen.clear()
+        second = universal_perturbation(cnn, data[:8], xi=0.2, p=math.inf, max_passes=1,
+                                        seed=0, num_threads=None)
+        assert set(seen) == {2}  # None: left alone
+    finally:
+        torch.set_num_threads(1)
+    assert torch.allclose(first.perturbation, second.perturbation, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="num_threads"):
+        universal_perturbation(cnn, data[:2], xi=0.2, p=math.inf, num_threads=0)
+
+
 # --------------------------------------------------------------------------- SGD variant
 
 
