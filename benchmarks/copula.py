@@ -252,7 +252,7 @@ def main() -> None:
         "iid_mc_stderr": iid.stderr,
         "iid_mc_abs_error": abs(iid.value - exact),
         "iid_mc_s": iid_s,
-        # sd of the fitted vine's exact value over fit seeds: sd(log c) / sqrt(NUM_FIT), with
+        # sd of the fitted vine's exact value over i.i.d. fit samples: sd(log c) / sqrt(NUM_FIT), with
         # sd(log c) read off the i.i.d. Monte Carlo terms (see tests/test_copula.py)
         "fit_sd_predicted": iid.stderr * np.sqrt(NUM_MC / NUM_FIT),
         "grid_rule": "midpoint",
@@ -317,7 +317,7 @@ def main() -> None:
         shown = "" if np.isnan(seconds) else f"{seconds:.3f}"
         print(f"{name:44s} {evaluations:>13s} {value:9.4g} {error:9.4g} {shown:>9s}")
     print(f"Monte Carlo stderr {mc.stderr:.5f} (i.i.d. {iid.stderr:.4f}); fit error {abs(fitted_exact - exact):.4f} "
-          f"(predicted sd over fit seeds {results['fit_sd_predicted']:.4f})")
+          f"(with i.i.d. fit samples its predicted sd is {results['fit_sd_predicted']:.4f})")
     print(f"error vs the fitted vine's exact value: MC {abs(mc.value - fitted_exact):.4f}, "
           f"grid {abs(grid.value - fitted_exact):.4f} "
           f"(ratio {results['error_ratio_grid_over_mc_vs_fitted_vine']:.1f}); "
