@@ -30,6 +30,7 @@ from pathlib import Path
 import jupytext
 import nbformat
 import yaml
+from sphinx.util import logging
 from markdown_it import MarkdownIt
 from mdit_py_plugins.colon_fence import colon_fence_plugin
 from mdit_py_plugins.front_matter import front_matter_plugin
@@ -84,6 +85,12 @@ def strip_solutions(markdown: str) -> str:
         raise ValueError(f"markdown: the solution-start directive on line {gated_start + 1} is never closed")
     kept = "".join(line for index, line in enumerate(lines) if index not in drop)
     return re.sub(r"\n{3,}", "\n\n", kept).strip("\n")
+
+
+def solution_texts(markdown: str) -> list[str]:
+    """The content of every ``{solution}`` directive in MyST ``markdown`` (stripped)."""
+    return [token.content.strip() for token in _PARSER.parse(markdown)
+            if _directive(token) and _directive(token)[0] == "solution" and token.content.strip()]
 
 
 def instructor_notebook(path: Path) -> nbformat.NotebookNode:
@@ -412,7 +419,7 @@ def _write_site_notebooks(app, exception) -> None:
     if exception is None and app.builder.format == "html":
         root = Path(app.srcdir)
         written = write_notebooks(root, Path(app.outdir) / "notebooks", _chapters_of_build(app))
-        app.builder.info(f"teaching kit: wrote {len(written)} notebooks into {Path(app.outdir) / 'notebooks'}")
+        logging.getLogger(__name__).info(f"teaching kit: wrote {len(written)} notebooks into {Path(app.outdir) / 'notebooks'}")
 
 
 def setup(app):
