@@ -163,7 +163,7 @@ def test_course_weeks_split_chapters_and_give_unplanned_chapters_a_week(book):
                                                 ("Project", None, "project")])
     assert [w.title for w in weeks] == ["T", "P", "Other", "Project"]
     assert [[s[1] for s in w.sections] for w in weeks] == [["Setting"], ["Implementation"], ["Implementation"], []]
-    assert "1. **T.** {doc}`chapter`: Setting." in kit.outline_markdown(weeks)
+    assert "1. **T.** {doc}`A chapter <chapter>`: Setting." in kit.outline_markdown(weeks, [chapter, other])
     with pytest.raises(ValueError, match="plan"):
         kit.course_weeks([chapter], [("X", "missing", "theory")])
     with pytest.raises(ValueError, match="part"):

@@ -219,6 +219,11 @@ class Chapter:
     sections: tuple[tuple[str, tuple[str, ...]], ...]  # (level-2 heading, its level-3 headings)
     exercises: tuple[Exercise, ...]
 
+    @property
+    def link(self) -> str:
+        """A MyST link to the chapter, named by its title up to the first colon."""
+        return f"{{doc}}`{self.title.split(':')[0].strip() or self.name} <{self.name}>`"
+
 
 def _inline_text(token) -> str:
     return token.content.strip() if token is not None else ""
@@ -343,15 +348,16 @@ def course_weeks(chapters: list[Chapter], plan: list[tuple[str, str | None, str]
     return weeks
 
 
-def outline_markdown(weeks: list[Week]) -> str:
+def outline_markdown(weeks: list[Week], chapters: list[Chapter]) -> str:
     """The weekly outline as a MyST list, one item per week, linking the chapters."""
+    links = {chapter.name: chapter.link for chapter in chapters}
     items = []
     for week in weeks:
         by_chapter: dict[str, list[str]] = {}
         for chapter, section, subsections in week.sections:
             text = section + (f" ({'; '.join(subsections)})" if subsections else "")
             by_chapter.setdefault(chapter, []).append(text)
-        covered = " ".join(f"{{doc}}`{chapter}`: {'; '.join(parts)}." for chapter, parts in by_chapter.items())
+        covered = " ".join(f"{links[chapter]}: {'; '.join(parts)}." for chapter, parts in by_chapter.items())
         title = week.title if week.title[-1] in ".?!" else week.title + "."
         items.append(f"{week.number}. **{title}** {covered or 'Project work: the assignments below.'}")
     return "\n".join(items)
@@ -362,7 +368,7 @@ def goals_markdown(chapters: list[Chapter]) -> str:
     blocks = []
     for chapter in chapters:
         goals = "\n".join(f"- {goal}" for goal in chapter.goals) or "- (the chapter states no learning goals)"
-        blocks.append(f"{{doc}}`{chapter.name}`: after it, a student can\n\n{goals}")
+        blocks.append(f"{chapter.link}: after it, a student can\n\n{goals}")
     return "\n\n".join(blocks)
 
 
@@ -372,7 +378,7 @@ def assignments_markdown(chapters: list[Chapter]) -> str:
     for chapter in chapters:
         for exercise in sorted(chapter.exercises, key=lambda e: e.effort):
             title = exercise.title.replace("|", "\\|")
-            rows.append(f"| {{doc}}`{chapter.name}` | {{ref}}`{exercise.label}`: {title} | {EFFORT[exercise.effort]} |")
+            rows.append(f"| {chapter.link} | {{ref}}`{exercise.label}`: {title} | {EFFORT[exercise.effort]} |")
     return "\n".join(rows)
 
 
