@@ -74,6 +74,7 @@ CHAPTER = textwrap.dedent('''\
     :class: dropdown
 
     ```python
+    # a comment line is not a heading
     SECRET_TWO = fit(model)
     ```
     ::::

@@ -120,9 +120,10 @@ def student_notebook(instructor: nbformat.NotebookNode) -> nbformat.NotebookNode
         new = nbformat.from_dict(dict(cell))
         new.metadata = dict(cell.metadata)
         if cell.cell_type == "markdown":
-            for line in cell.source.splitlines():
-                if re.match(r"^##?\s", line):
-                    in_exercises = bool(re.match(r"^##\s+Exercises\s*$", line))
+            tokens = _PARSER.parse(cell.source)
+            for token, inline in zip(tokens, tokens[1:]):
+                if token.type == "heading_open" and token.tag in ("h1", "h2"):
+                    in_exercises = token.tag == "h2" and inline.content.strip() == "Exercises"
             new.source = strip_solutions(cell.source)
             if not new.source.strip():
                 continue
