@@ -15,7 +15,9 @@ header and a kernelspec (the documents the build executes), except the course pa
 The instructor notebook is the chapter converted by Jupytext, outputs cleared. The student
 notebook is the same without the sphinx-exercise solutions (``{solution}`` directives, and
 ``{solution-start}`` ... ``{solution-end}`` blocks) and with the code of every cell tagged
-``exercise`` replaced by a stub; code cells tagged ``solution`` are dropped.
+``exercise`` replaced by a stub; code cells tagged ``solution`` are dropped, and so are the
+untagged code cells of the "Exercises" section, where the chapters compute the measured
+outcomes that their solutions quote. No chapter needs editing for this.
 """
 
 from __future__ import annotations
@@ -30,10 +32,10 @@ from pathlib import Path
 import jupytext
 import nbformat
 import yaml
-from sphinx.util import logging
 from markdown_it import MarkdownIt
 from mdit_py_plugins.colon_fence import colon_fence_plugin
 from mdit_py_plugins.front_matter import front_matter_plugin
+from sphinx.util import logging
 
 COURSE_PAGE = "book/course"
 KINDS = ("instructor", "student")
@@ -61,8 +63,8 @@ def strip_solutions(markdown: str) -> str:
     """Remove the sphinx-exercise solutions from MyST markdown.
 
     Removed: every ``{solution}`` directive with its content (colon or backtick fence), and
-    everything from a ``{solution-start}`` directive to its ``{solution-end}``. Other text
-    is kept line for line.
+    everything from a ``{solution-start}`` directive to its ``{solution-end}``, each with the
+    blank line that follows it. Other lines are kept as they are.
     """
     lines = markdown.splitlines(keepends=True)
     drop: set[int] = set()
@@ -83,8 +85,10 @@ def strip_solutions(markdown: str) -> str:
             gated_start = None
     if gated_start is not None:
         raise ValueError(f"markdown: the solution-start directive on line {gated_start + 1} is never closed")
-    kept = "".join(line for index, line in enumerate(lines) if index not in drop)
-    return re.sub(r"\n{3,}", "\n\n", kept).strip("\n")
+    # a blank line that followed a removed block goes with it
+    drop.update(index for index in range(1, len(lines))
+                if index - 1 in drop and index not in drop and not lines[index].strip())
+    return "".join(line for index, line in enumerate(lines) if index not in drop).strip("\n")
 
 
 def solution_texts(markdown: str) -> list[str]:
