@@ -4,6 +4,7 @@
 #   make test         set up .venv if needed, then run the test suite
 #   make check-site   browser checks of the built site (needs `make book` first)
 #   make bench        run the benchmarks in benchmarks/ and print their tables
+#   make notebooks    write every chapter's student and instructor notebook into _build/html/notebooks
 
 PYTHON ?= python3
 VENV := .venv
@@ -13,7 +14,7 @@ BUILD := _build
 LIB_HASH := $(BUILD)/.lib-hash
 SHELL := /bin/bash
 
-.PHONY: book test check-site bench env clean
+.PHONY: book test check-site bench notebooks env clean
 
 env: $(STAMP)
 
@@ -34,6 +35,12 @@ book: $(STAMP)
 	   rm -rf $(BUILD)/.jupyter_cache $(BUILD)/jupyter_execute; \
 	 fi; \
 	 $(BIN)/jupyter-book build . --all -W -n --keep-going && echo "$$new" > $(LIB_HASH)
+	@$(MAKE) --no-print-directory notebooks
+
+# The teaching kit's Sphinx extension (book/_ext/teaching_kit.py) writes the notebooks during
+# the build as well; this target rewrites them from the chapters' sources without a rebuild.
+notebooks: $(STAMP)
+	$(BIN)/python book/_ext/teaching_kit.py
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -m "not site and not book" ; \

@@ -91,3 +91,8 @@ def test_dcae_numbers_are_glued():
         assert key in values, f"{key} is not glued"
         assert 0.0 <= values[key] <= 1.0
     assert values["dcae_chapter_seconds"] > 0
+
+
+def test_course_outline_has_ten_to_thirteen_weeks():
+    weeks = glued("course")["course_weeks"]
+    assert weeks == int(weeks) and 10 <= weeks <= 13

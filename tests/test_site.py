@@ -119,3 +119,49 @@ def test_page_renders_offline_without_errors(page_path, server, browser):
     assert not page_errors, f"{page_path}: script errors: {page_errors}"
     assert not console_errors, f"{page_path}: console errors: {console_errors}"
     context.close()
+
+
+def chapter_pages() -> list[str]:
+    """The built pages of the chapters, which link their notebooks (see book/_ext/teaching_kit.py)."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "book" / "_ext"))
+    import teaching_kit
+
+    return [f"{name}.html" for name in teaching_kit.chapter_documents(ROOT)]
+
+
+@pytest.mark.parametrize("page_path", chapter_pages())
+def test_chapter_page_links_its_notebooks_offline(page_path, server, browser):
+    import nbformat
+
+    assert (SITE / page_path).exists(), f"{page_path} is not built: run `make book` first"
+    context = browser.new_context(accept_downloads=True)
+    page = context.new_page()
+    outside = []
+
+    def guard(route):
+        if route.request.url.startswith(server):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", guard)
+    page.goto(server + page_path, wait_until="load")
+    links = page.locator(".teaching-kit-notebooks a")
+    assert links.count() == 2, f"{page_path}: expected links to 2 notebooks, found {links.count()}"
+    stem = Path(page_path).stem
+    for index, kind in enumerate(("student", "instructor")):
+        link = links.nth(index)
+        assert link.get_attribute("href").endswith(f"notebooks/{kind}/{stem}.ipynb")
+        with page.expect_download() as download_info:
+            link.click()
+        download = download_info.value
+        assert download.failure() is None, f"{page_path}: the {kind} notebook failed to download"
+        notebook = nbformat.read(download.path(), as_version=4)
+        nbformat.validate(notebook)
+        text = "\n".join(cell.source for cell in notebook.cells)
+        assert ("{solution" in text) == (kind == "instructor"), f"{page_path}: {kind} notebook has the wrong solutions"
+    assert not outside, f"{page_path} requested outside the machine: {outside}"
+    context.close()
