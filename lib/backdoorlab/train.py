@@ -159,7 +159,7 @@ def fit(
             for step in range(steps_per_epoch):
                 index = order[step * batch_size:(step + 1) * batch_size]
                 logits = model(data.images[index])
-                if step == 0:  # a model whose output is not (B, K) logits would train on broadcast nonsense
+                if step == 0 and loss_fn is F.cross_entropy:  # other shapes would train on broadcast nonsense
                     _checks.check_logits(logits.detach(), num_images=len(index))
                 loss = loss_fn(logits, data.labels[index])
                 if not bool(torch.isfinite(loss.detach()).all()):
