@@ -37,9 +37,9 @@ def check_int(name: str, value: Any, *, minimum: int | None = None, maximum: int
     if minimum is not None and maximum is not None and not minimum <= value <= maximum:
         raise ValueError(f"{name} must lie in [{minimum}, {maximum}], got {value}")
     if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+        raise ValueError(f"{name} must be at least {minimum}, got {value}")
     if maximum is not None and value > maximum:
-        raise ValueError(f"{name} must be <= {maximum}, got {value}")
+        raise ValueError(f"{name} must be at most {maximum}, got {value}")
     return value
 
 
@@ -51,7 +51,12 @@ def check_seed(value: Any, *, name: str = "seed") -> int:
     >>> check_seed(7)
     7
     """
-    return check_int(name, value, minimum=0, maximum=MAX_SEED)
+    value = check_int(name, value)
+    if value < 0:
+        raise ValueError(f"{name} must be non-negative, got {value}")
+    if value > MAX_SEED:
+        raise ValueError(f"{name} must be at most 2**63 - 1, got {value}")
+    return value
 
 
 def check_real(
@@ -94,6 +99,15 @@ def check_rate(name: str, value: Any, *, strict_minimum: bool = False) -> float:
     0.1
     """
     return check_real(name, value, minimum=0.0, maximum=1.0, strict_minimum=strict_minimum)
+
+
+def check_float_dtype(dtype: Any, *, name: str = "dtype") -> torch.dtype:
+    """A floating-point torch.dtype (results of that dtype can hold fractions)."""
+    if not isinstance(dtype, torch.dtype):
+        raise TypeError(f"{name} must be a torch.dtype, got {type(dtype).__name__} {dtype!r}")
+    if not dtype.is_floating_point:
+        raise TypeError(f"{name} must be a floating-point dtype, got {dtype}")
+    return dtype
 
 
 def check_tensor(name: str, value: Any, *, floating: bool = False) -> torch.Tensor:

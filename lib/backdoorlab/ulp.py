@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
+from . import _checks
 from .zoo import ModelStack, Zoo, ZooCNN
 
 __all__ = [
@@ -116,16 +117,21 @@ class LitmusDetector(nn.Module):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        if num_patterns < 1:
-            raise ValueError(f"num_patterns must be >= 1, got {num_patterns}")
-        generator = torch.Generator().manual_seed(seed)
+        _checks.check_int("num_patterns", num_patterns, minimum=1)
+        _checks.check_int("num_classes", num_classes, minimum=2)
+        if not isinstance(image_shape, tuple) or len(image_shape) != 3:
+            raise TypeError(f"image_shape must be a tuple (C, H, W), got {image_shape!r}")
+        for size in image_shape:
+            _checks.check_int("image_shape", size, minimum=1)
+        generator = torch.Generator().manual_seed(_checks.check_seed(seed))
         self.patterns = nn.Parameter(torch.rand(num_patterns, *image_shape, generator=generator),
                                      requires_grad=learn_patterns)
         features = num_patterns * num_classes
         self.num_classes = num_classes
         self.normalize = normalize
         bound = features ** -0.5
-        self.head = nn.Linear(features, 1)
+        with torch.random.fork_rng(devices=[]):  # its random initial weights are overwritten below
+            self.head = nn.Linear(features, 1)
         with torch.no_grad():
             self.head.weight.copy_((torch.rand(1, features, generator=generator) * 2 - 1) * bound)
             self.head.bias.zero_()
@@ -250,8 +256,18 @@ def train_detector(
     for name, other in (("validation", validation), ("monitor", monitor)):
         if other is not None:
             _check_zoo(other, name)
-    if epochs < 1 or batch_size < 1:
-        raise ValueError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
+    if not isinstance(detector, LitmusDetector):
+        raise TypeError(f"detector must be a LitmusDetector, got {type(detector).__name__}")
+    for name, other in (("zoo", zoo), ("validation", validation), ("monitor", monitor)):
+        if other is not None and not bool(((other.labels == 0) | (other.labels == 1)).all()):
+            raise ValueError(f"{name}.labels must be 0 (clean) or 1 (backdoored), got {sorted(set(other.labels.tolist()))}")
+    _checks.check_int("epochs", epochs, minimum=1)
+    _checks.check_int("batch_size", batch_size, minimum=1)
+    _checks.check_real("pattern_lr", pattern_lr, minimum=0.0, strict_minimum=True)
+    _checks.check_real("head_lr", head_lr, minimum=0.0, strict_minimum=True)
+    _checks.check_real("tv_weight", tv_weight, minimum=0.0)
+    _checks.check_real("weight_decay", weight_decay, minimum=0.0)
+    _checks.check_seed(seed)
     if method not in ("batched", "loop"):
         raise ValueError(f"method must be 'batched' or 'loop', got {method!r}")
     detector = copy.deepcopy(detector)
