@@ -534,6 +534,7 @@ def affine_split(model: nn.Module) -> tuple[nn.Sequential, nn.Sequential] | None
     >>> torch.equal(rest(prefix(x)), model(x))
     True
     """
+    _checks.check_model(model)
     if _has_hooks(model):
         return None
     if type(model) is nn.Sequential:  # a subclass may have its own forward

@@ -446,7 +446,7 @@ def class_balanced_sample(data: ImageSet, per_class: int, *, seed: int) -> Image
     """
     if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
         raise ValueError(f"per_class must be a positive int, got {per_class!r}")
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(_checks.check_seed(seed))
     chosen = []
     for label in range(data.num_classes):
         members = (data.labels == label).nonzero().flatten()

@@ -401,6 +401,7 @@ def _deepfool(model: nn.Module, images: Tensor, original_labels: Tensor | None, 
         point = (point.clamp(0.0, 1.0) if clamp else point).requires_grad_(True)
         with torch.enable_grad():
             logits = model(point)  # (A, K)
+        _checks.check_logits(logits.detach(), num_images=len(point))
         scores = logits.detach()
         if candidates is None:
             original_labels = scores.argmax(dim=1) if original_labels is None else original_labels

@@ -63,8 +63,10 @@ def total_variation(patterns: torch.Tensor) -> torch.Tensor:
     >>> total_variation(torch.tensor([[[[0.0, 1.0], [0.0, 1.0]]]])).tolist()
     [2.0]
     """
+    _checks.check_tensor("patterns", patterns, floating=True)
     if patterns.ndim != 4:
         raise ValueError(f"patterns must have shape (M, C, H, W), got {tuple(patterns.shape)}")
+    _checks.check_finite("patterns", patterns)
     vertical = (patterns[:, :, 1:, :] - patterns[:, :, :-1, :]).abs().sum(dim=(1, 2, 3))
     horizontal = (patterns[:, :, :, 1:] - patterns[:, :, :, :-1]).abs().sum(dim=(1, 2, 3))
     return vertical + horizontal
@@ -183,6 +185,10 @@ def auc(scores: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray) ->
     labels = np.asarray(labels)
     if labels.ndim != 1 or len(np.unique(labels)) != 2:
         raise ValueError("labels must be one-dimensional and hold both classes (0 and 1)")
+    if np.shape(scores) != labels.shape:
+        raise ValueError(f"scores and labels must have the same shape, got {tuple(np.shape(scores))} and {labels.shape}")
+    if not np.isfinite(np.asarray(scores, dtype=np.float64)).all():
+        raise ValueError("scores must be finite (a NaN score has no rank)")
     return float(roc_auc_score(labels, np.asarray(scores)))
 
 
@@ -313,6 +319,7 @@ def ulp_objective(
     """The ULP objective on one batch of models: mean logistic loss plus ``tv_weight`` * sum of TV."""
     if len(labels) != len(stack):
         raise ValueError(f"{len(labels)} labels for {len(stack)} models")
+    _checks.check_real("tv_weight", tv_weight, minimum=0.0)
     logits = detector.head(detector.features(stack, method=method)).squeeze(1)
     loss = F.binary_cross_entropy_with_logits(logits, labels.float())
     if detector.learn_patterns and tv_weight:

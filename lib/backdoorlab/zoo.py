@@ -274,6 +274,13 @@ def zoo_spec(
     >>> sorted(config.attack for config in spec)
     ['all_to_one', 'clean', 'clean', 'clean', 'one_source', 'one_source']
     """
+    _checks.check_int("num_clean", num_clean, minimum=0)
+    _checks.check_int("num_poisoned", num_poisoned, minimum=0)
+    _checks.check_seed(seed)
+    _checks.check_int("num_classes", num_classes, minimum=2)
+    _checks.check_rate("one_source_share", one_source_share)
+    _checks.check_rate("all_to_one_rate", all_to_one_rate, strict_minimum=True)
+    _checks.check_rate("one_source_rate", one_source_rate, strict_minimum=True)
     if num_clean < 0 or num_poisoned < 0 or num_clean + num_poisoned == 0:
         raise ValueError(f"need a non-empty zoo, got num_clean={num_clean}, num_poisoned={num_poisoned}")
     if num_poisoned and not triggers:
@@ -310,7 +317,11 @@ class ZooCNN(nn.Module):
 
     def __init__(self, *, channels: tuple[int, int] = (8, 16), in_channels: int = 1, num_classes: int = 10) -> None:
         super().__init__()
-        c1, c2 = channels
+        if not isinstance(channels, (tuple, list)) or len(channels) != 2:
+            raise TypeError(f"channels must be a pair of ints, got {channels!r}")
+        c1, c2 = (_checks.check_int("channels", c, minimum=1) for c in channels)
+        _checks.check_int("in_channels", in_channels, minimum=1)
+        _checks.check_int("num_classes", num_classes, minimum=2)
         self.channels = (c1, c2)
         self.normalize = Normalize(MNIST_MEAN * in_channels, MNIST_STD * in_channels)
         self.conv1 = nn.Conv2d(in_channels, c1, 5)
@@ -650,6 +661,9 @@ def evaluate_zoo(
     """
     if len(stack) != len(configs):
         raise ValueError(f"stack holds {len(stack)} models but {len(configs)} configs were given")
+    if not isinstance(test, ImageSet):
+        raise TypeError(f"test must be an ImageSet, got {type(test).__name__}")
+    _checks.check_int("batch_size", batch_size, minimum=1)
     k = len(stack)
     masks, patterns, targets = _stamps(configs, test.image_shape, test.num_classes)
     correct = torch.zeros(k)
