@@ -298,7 +298,8 @@ def mnist(
     from torchvision.datasets import MNIST
 
     base = data_root(root)
-    dataset = _load(MNIST, base, train, download, _MNIST_FILES[train], "MNIST")
+    # torchvision checks the files of both splits before it loads either
+    dataset = _load(MNIST, base, train, download, _MNIST_FILES[train] + _MNIST_FILES[not train], "MNIST")
     images = dataset.data.to(torch.float32).div_(255.0).unsqueeze(1)
     return ImageSet(images, dataset.targets.to(torch.int64), MNIST_CLASSES)
 
