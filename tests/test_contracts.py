@@ -699,3 +699,84 @@ def test_global_rng_is_left_alone_by_constructors_and_members():
         state = torch.get_rng_state()
         call()
         assert torch.equal(torch.get_rng_state(), state), f"{label} advanced the global RNG"
+
+
+# --------------------------------------------------------------------------- regressions of issue 15
+# Each test below failed on the code before the fix; its docstring says how.
+
+
+def test_train_zoo_cache_keys_on_the_data_not_its_size(tmp_path):
+    """Item 1: on main a cached group was keyed on ``len(data)`` only, so the same configs
+    trained on other data of the same size (here all zeros) came back with the old weights."""
+    store = cache.ArtifactCache(tmp_path)
+    first_data, zero_data = dataset(32, seed=1), ImageSet(torch.zeros(32, 1, 28, 28), torch.zeros(32, dtype=torch.long),
+                                                           DIGITS)
+    options = dict(subset_size=16, batch_size=8, min_accuracy=0.0, cache=store)
+    first = zoo.train_zoo([zoo.ModelConfig(0)], first_data, first_data, **options)
+    other = zoo.train_zoo([zoo.ModelConfig(0)], zero_data, zero_data, **options)
+    again = zoo.train_zoo([zoo.ModelConfig(0)], first_data, first_data, **options)
+    assert first.groups_built == 1 and other.groups_built == 1 and again.groups_built == 0
+    assert not torch.equal(first.stack.parameter_dict()["fc.weight"], other.stack.parameter_dict()["fc.weight"])
+
+
+@pytest.mark.parametrize("kind", ["nan", "extra_axis", "one_class"])
+def test_fooling_rates_refuse_broken_models(kind):
+    """Items 3 and 4: on main NaN logits gave ``fooling_rate`` 0.0 (every prediction class 0) and
+    (N, 10, 1) or one-class outputs broadcast into plausible rates."""
+    with time_limit(TIMEOUT_SECONDS), pytest.raises(ValueError, match="model"):
+        uap.fooling_rate(Broken(kind), images(), torch.full((1, 28, 28), 0.1))
+    with time_limit(TIMEOUT_SECONDS), pytest.raises(ValueError, match="model"):
+        uap.sgd_universal_perturbation(Broken(kind), images(), xi=0.1, p=math.inf, epochs=1)
+
+
+def test_attributions_refuse_non_finite_images_and_baselines():
+    """Item 5: on main IG and gradient maps accepted NaN/inf inputs and returned NaN."""
+    bad_images = images(1).clone()
+    bad_images[0, 0, 3, 3] = float("nan")
+    for call in (
+        lambda: attribution.integrated_gradients(Linear(), bad_images, target=0, num_steps=4),
+        lambda: attribution.gradients(Linear(), bad_images, target=0),
+        lambda: attribution.gradient_times_input(Linear(), bad_images, target=0),
+    ):
+        with pytest.raises(ValueError, match="images"):
+            call()
+    with pytest.raises(ValueError, match="baseline"):
+        attribution.integrated_gradients(Linear(), images(1), target=0, num_steps=4,
+                                         baseline=torch.full((1, 1, 28, 28), float("inf")))
+
+
+@pytest.mark.parametrize("kwargs,name", [
+    (dict(count=3, min_on=1.5), "min_on"),  # no patch can have more than all its bits on
+    (dict(count=5, sizes=(1,), image_shape=(1, 2, 1), margin=0, min_on=0.0), "count"),  # only 4 exist
+    (dict(count=float("nan")), "count"),  # returned [] on main
+])
+def test_random_patch_triggers_never_hangs(kwargs, name):
+    """Item 6: on main these calls looped forever (or returned [] for a NaN count)."""
+    with time_limit(5), pytest.raises((ValueError, TypeError), match=name):
+        zoo.random_patch_triggers(seed=0, **kwargs)
+
+
+def test_random_patch_triggers_still_draws_every_possible_patch():
+    """The bound on attempts does not refuse a request that can be met: all 4 patches of 2x1."""
+    specs = zoo.random_patch_triggers(4, seed=0, sizes=(1,), image_shape=(1, 2, 1), margin=0, min_on=0.0)
+    assert len(set(specs)) == 4
+
+
+def test_item_9_small_contracts():
+    """Item 9: on main each of these either raised from deep inside torch or silently went on."""
+    empty = ImageSet(torch.zeros(0, 1, 28, 28), torch.zeros(0, dtype=torch.long), DIGITS)
+    assert len(dcae.stamp_class(empty, trigger(), source=1)) == 0  # IndexError on main
+    with pytest.raises(TypeError, match="dtype"):
+        uap.random_perturbation((1, 4, 4), xi=0.1, p=math.inf, seed=0, dtype=torch.int64)  # silently float32
+    with pytest.raises(TypeError, match="dtype"):
+        uap.checkerboard((1, 4, 4), amplitude=0.1, dtype=torch.int32)  # silently all zeros
+    with pytest.raises(ValueError, match="mask"):
+        dcae.trigger_brightness(images(2), torch.full((1, 28, 28), float("nan")))  # returned NaN
+    with pytest.raises(ValueError, match="labels"):
+        ulp.train_detector(ulp.LitmusDetector(num_patterns=1), tiny_zoo((0, 2, 0, 2)), epochs=1)
+    with pytest.raises(ValueError, match="head_lr"):
+        ulp.train_detector(ulp.LitmusDetector(num_patterns=1), tiny_zoo(), epochs=1, head_lr=float("nan"))
+    with pytest.raises(TypeError, match="seed"):
+        zoo.ModelConfig(1.5)
+    with pytest.raises(ValueError, match="col"):
+        zoo.PatchSpec(size=1, row=0, col=-1, bits=(1,))

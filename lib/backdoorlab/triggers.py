@@ -100,7 +100,7 @@ class Trigger:
             )
         mask = self.mask.to(images.dtype)
         # pattern (C, H, W) and mask broadcast over the batch, which may be empty
-        return torch.lerp(images, self.pattern.to(images.dtype), mask).expand_as(images).clone()
+        return torch.lerp(images, self.pattern.to(images.dtype), mask)
 
 
 def patch_trigger(
