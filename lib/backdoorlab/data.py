@@ -134,6 +134,8 @@ class ImageSet:
     def subset(self, indices: Sequence[int] | torch.Tensor) -> ImageSet:
         """The images at ``indices`` (a copy), in that order."""
         index = torch.as_tensor(indices)
+        if index.numel() == 0:
+            index = index.to(torch.long)  # torch.as_tensor([]) is float32
         if index.is_floating_point() or index.dtype == torch.bool or index.ndim != 1:
             raise TypeError(f"indices must be a 1-D sequence of ints, got {index.dtype} of shape {tuple(index.shape)}")
         if index.numel() and not (-len(self) <= index.min() and index.max() < len(self)):

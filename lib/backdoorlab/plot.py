@@ -198,7 +198,9 @@ def roc_curves(
         fig, ax = plt.subplots(figsize=figsize)
         ax.plot([0, 1], [0, 1], linestyle=":", color="0.6", linewidth=1)
         if not isinstance(curves_by_name, Mapping):
-            raise TypeError(f"curves_by_name must be a mapping of name to (fpr, tpr), got {type(curves_by_name).__name__}")
+            raise TypeError(
+                f"curves_by_name must be a mapping of name to (fpr, tpr), got {type(curves_by_name).__name__}"
+            )
         for name, (fpr, tpr) in curves_by_name.items():
             ax.plot(fpr, tpr, label=name, drawstyle="steps-post")
         ax.set_xlim(0, 1)

@@ -186,7 +186,9 @@ def auc(scores: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray) ->
     if labels.ndim != 1 or len(np.unique(labels)) != 2:
         raise ValueError("labels must be one-dimensional and hold both classes (0 and 1)")
     if np.shape(scores) != labels.shape:
-        raise ValueError(f"scores and labels must have the same shape, got {tuple(np.shape(scores))} and {labels.shape}")
+        raise ValueError(
+            f"scores and labels must have the same shape, got {tuple(np.shape(scores))} and {labels.shape}"
+        )
     if not np.isfinite(np.asarray(scores, dtype=np.float64)).all():
         raise ValueError("scores must be finite (a NaN score has no rank)")
     return float(roc_auc_score(labels, np.asarray(scores)))
@@ -266,7 +268,9 @@ def train_detector(
         raise TypeError(f"detector must be a LitmusDetector, got {type(detector).__name__}")
     for name, other in (("zoo", zoo), ("validation", validation), ("monitor", monitor)):
         if other is not None and not bool(((other.labels == 0) | (other.labels == 1)).all()):
-            raise ValueError(f"{name}.labels must be 0 (clean) or 1 (backdoored), got {sorted(set(other.labels.tolist()))}")
+            raise ValueError(
+                f"{name}.labels must be 0 (clean) or 1 (backdoored), got {sorted(set(other.labels.tolist()))}"
+            )
     _checks.check_int("epochs", epochs, minimum=1)
     _checks.check_int("batch_size", batch_size, minimum=1)
     _checks.check_real("pattern_lr", pattern_lr, minimum=0.0, strict_minimum=True)

@@ -144,7 +144,9 @@ def random_patch_triggers(
     _, height, width = image_shape
     possible = _distinct_patches(sorted(set(sizes)), height, width, min_on, placement, margin)
     if count > possible:
-        raise ValueError(f"count={count} exceeds the {possible} distinct patches these sizes, min_on and placement allow")
+        raise ValueError(
+            f"count={count} exceeds the {possible} distinct patches these sizes, min_on and placement allow"
+        )
     generator = torch.Generator().manual_seed(seed)
     specs: list[PatchSpec] = []
     attempts = 0
