@@ -332,3 +332,16 @@ def test_checksum_moves_tensors_to_the_cpu_first():
     """Item 11: on main ``_checksum`` called ``.numpy()`` directly, which fails on CUDA tensors."""
     plain = torch.arange(4, dtype=torch.float32)
     assert cache_module._checksum({"w": plain.as_subclass(NotOnCpu)}) == cache_module._checksum({"w": plain})
+
+
+def test_an_unreadable_file_is_not_replaced_even_in_a_writable_folder(tmp_path, monkeypatch):
+    """Item 8: on main another user's file that could not be read was deleted and rewritten."""
+    store, counter = ArtifactCache(tmp_path), Counter(build_a)
+    get(store, counter)
+    path = only_file(store)
+    before = path.stat()
+    deny_reading(monkeypatch, path)
+    with pytest.warns(CachePermissionWarning):
+        get(store, counter)
+    after = path.stat()
+    assert counter.calls == 2 and (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)

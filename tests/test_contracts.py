@@ -780,3 +780,12 @@ def test_item_9_small_contracts():
         zoo.ModelConfig(1.5)
     with pytest.raises(ValueError, match="col"):
         zoo.PatchSpec(size=1, row=0, col=-1, bits=(1,))
+
+
+def test_evaluate_zoo_refuses_broken_models():
+    """Item 3: on main a model with NaN weights predicted class 0 everywhere and got a rate."""
+    stack = zoo.ModelStack.initial([0])
+    with torch.no_grad():
+        stack.parameter_dict()["fc.bias"].fill_(float("nan"))
+    with pytest.raises(ValueError, match="stack"):
+        zoo.evaluate_zoo(stack, [zoo.ModelConfig(0)], dataset())

@@ -380,6 +380,8 @@ class ArtifactCache:
             raise TypeError(f"build must return an Artifact, got {type(artifact).__name__}")
         info = json.loads(_canonical_json(artifact.info, name="info", allow_nan=True))
         artifact = Artifact(artifact.tensors, info)
+        if self.path(name, key).exists():  # a file load() could not read: not ours to replace
+            return artifact
         try:
             self.save(name, key, artifact)
         except OSError as error:

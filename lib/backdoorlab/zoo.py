@@ -676,7 +676,10 @@ def evaluate_zoo(
     for start in range(0, len(test), batch_size):
         images = test.images[start:start + batch_size]
         labels = test.labels[start:start + batch_size]
-        correct += (stack(images).argmax(-1) == labels).float().sum(1)
+        logits = stack(images)
+        if not bool(torch.isfinite(logits).all()):
+            raise ValueError("stack returned non-finite logits (NaN or inf): a model's weights are broken")
+        correct += (logits.argmax(-1) == labels).float().sum(1)
         if attacked.any():
             stamped = torch.lerp(images.unsqueeze(0), patterns.unsqueeze(1), masks.unsqueeze(1))
             predicted = stack(stamped).argmax(-1)
