@@ -641,6 +641,9 @@ def valid_calls():
     ae, stack = autoencoder(), zoo.ModelStack.initial([0, 1])
     lat = latents()
     return [
+        ("train.fit", lambda data: train.fit(Linear(), data, epochs=1, seed=0, batch_size=8), (d,)),
+        ("zoo.train_stack", lambda data: zoo.train_stack([zoo.ModelConfig(0)], data, subset_size=16, batch_size=8),
+         (d,)),
         ("train.predict", train.predict, (model, x)),
         ("train.accuracy", train.accuracy, (model, d)),
         ("triggers.apply", t.apply, (x,)),
