@@ -250,6 +250,10 @@ bad("cache.cache_key", "empty name", "name", lambda: cache.cache_key("", {}, sou
 bad("cache.cache_key", "NaN config", "config", lambda: cache.cache_key("a", {"x": NAN}, sources=[]))
 bad("cache.cache_key", "int key", "config", lambda: cache.cache_key("a", {1: 2}, sources=[]))
 bad("cache.cache_key", "config list", "config", lambda: cache.cache_key("a", [1], sources=[]))
+bad("cache.cache_root", "int root", "root", lambda: cache.cache_root(3))
+bad("cache.ArtifactCache", "int root", "root", lambda: cache.ArtifactCache(3))
+bad("data.data_root", "int root", "root", lambda: data.data_root(3))
+bad("data.mnist", "int root", "root", lambda: data.mnist(root=3, download=False))
 bad("cache.tensor_digest", "not a tensor", "tensors", lambda: cache.tensor_digest([1.0]))
 for name in ("../x", "/etc/passwd", "a/b", "..", "", "a\x00b", 3):
     bad("cache.ArtifactCache.get_or_build", f"name {name!r}", "name",
@@ -559,10 +563,8 @@ NOT_CALLED = {
     "cache.Artifact": "a plain record of tensors and info",
     "cache.CorruptArtifactWarning": "a warning class",
     "cache.CachePermissionWarning": "a warning class",
-    "cache.cache_root": "takes any path-like or None; tested in test_cache",
     "data.DataNotFoundError": "an exception class",
-    "data.data_root": "takes any path-like or None; tested in test_data",
-    "data.mnist": "bad-file cases are in test_data (they need files on disk)",
+    "data.mnist": "bad-file cases are in test_data (they need files on disk); a bad root is below",
     "data.cifar10": "bad-file cases are in test_data (they need files on disk)",
     "recipes.TrainedModel": "a result record",
     "recipes.mnist_patch_trigger": "takes no argument",

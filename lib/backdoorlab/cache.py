@@ -97,6 +97,8 @@ class Artifact:
 def cache_root(root: str | os.PathLike[str] | None = None) -> Path:
     """The artifact folder: ``root``, else ``$BACKDOORLAB_CACHE``, else ``~/.cache/backdoorlab/artifacts``."""
     if root is not None:
+        if not isinstance(root, (str, os.PathLike)):
+            raise TypeError(f"root must be a path (str or os.PathLike) or None, got {type(root).__name__}")
         return Path(root).expanduser()
     from_env = os.environ.get("BACKDOORLAB_CACHE")
     if from_env:

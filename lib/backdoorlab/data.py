@@ -194,6 +194,8 @@ def data_root(root: str | os.PathLike[str] | None = None) -> Path:
     ``root`` if given, else ``$BACKDOORLAB_DATA``, else ``~/.cache/backdoorlab/data``.
     """
     if root is not None:
+        if not isinstance(root, (str, os.PathLike)):
+            raise TypeError(f"root must be a path (str or os.PathLike) or None, got {type(root).__name__}")
         return Path(root).expanduser()
     from_env = os.environ.get("BACKDOORLAB_DATA")
     if from_env:
