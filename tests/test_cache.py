@@ -10,6 +10,8 @@ import torch
 
 from backdoorlab import cache as cache_module
 from backdoorlab.cache import Artifact, ArtifactCache, CorruptArtifactWarning, cache_key
+from backdoorlab.data import ImageSet
+from backdoorlab.zoo import ModelConfig, train_zoo
 
 
 def build_a():
@@ -345,3 +347,21 @@ def test_an_unreadable_file_is_not_replaced_even_in_a_writable_folder(tmp_path, 
         get(store, counter)
     after = path.stat()
     assert counter.calls == 2 and (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+
+DIGITS = tuple("0123456789")
+
+
+def test_train_zoo_cache_keys_on_the_data_not_its_size(tmp_path):
+    """Item 1: on main a cached group was keyed on ``len(data)`` only, so the same configs
+    trained on other data of the same size (here all zeros) came back with the old weights."""
+    store = ArtifactCache(tmp_path)
+    random_images = torch.rand(32, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    first_data = ImageSet(random_images, torch.arange(32) % 10, DIGITS)
+    zero_data = ImageSet(torch.zeros(32, 1, 28, 28), torch.zeros(32, dtype=torch.long), DIGITS)
+    options = dict(subset_size=16, batch_size=8, min_accuracy=0.0, cache=store)
+    first = train_zoo([ModelConfig(0)], first_data, first_data, **options)
+    other = train_zoo([ModelConfig(0)], zero_data, zero_data, **options)
+    again = train_zoo([ModelConfig(0)], first_data, first_data, **options)
+    assert first.groups_built == 1 and other.groups_built == 1 and again.groups_built == 0
+    assert not torch.equal(first.stack.parameter_dict()["fc.weight"], other.stack.parameter_dict()["fc.weight"])

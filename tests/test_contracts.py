@@ -710,20 +710,6 @@ def test_global_rng_is_left_alone_by_constructors_and_members():
 # Each test below failed on the code before the fix; its docstring says how.
 
 
-def test_train_zoo_cache_keys_on_the_data_not_its_size(tmp_path):
-    """Item 1: on main a cached group was keyed on ``len(data)`` only, so the same configs
-    trained on other data of the same size (here all zeros) came back with the old weights."""
-    store = cache.ArtifactCache(tmp_path)
-    first_data, zero_data = dataset(32, seed=1), ImageSet(torch.zeros(32, 1, 28, 28), torch.zeros(32, dtype=torch.long),
-                                                           DIGITS)
-    options = dict(subset_size=16, batch_size=8, min_accuracy=0.0, cache=store)
-    first = zoo.train_zoo([zoo.ModelConfig(0)], first_data, first_data, **options)
-    other = zoo.train_zoo([zoo.ModelConfig(0)], zero_data, zero_data, **options)
-    again = zoo.train_zoo([zoo.ModelConfig(0)], first_data, first_data, **options)
-    assert first.groups_built == 1 and other.groups_built == 1 and again.groups_built == 0
-    assert not torch.equal(first.stack.parameter_dict()["fc.weight"], other.stack.parameter_dict()["fc.weight"])
-
-
 @pytest.mark.parametrize("kind", ["nan", "extra_axis", "one_class"])
 def test_fooling_rates_refuse_broken_models(kind):
     """Items 3 and 4: on main NaN logits gave ``fooling_rate`` 0.0 (every prediction class 0) and
