@@ -252,7 +252,7 @@ class ArtifactCache:
         self.root = cache_root(root)
 
     def path(self, name: str, key: str) -> Path:
-        """Where the artifact ``name`` with ``key`` lives (always inside :attr:`root`)."""
+        """Where the artifact ``name`` with ``key`` lives (always inside ``root``)."""
         return self.root / f"{_check_name(name)}-{_check_key(key)[:24]}.safetensors"
 
     def load(self, name: str, key: str) -> Artifact | None:
