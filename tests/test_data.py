@@ -120,3 +120,54 @@ def test_shuffled_batches_visit_every_image_once(tiny_set):
     assert sorted(seen.tolist()) == sorted(tiny_set.labels.tolist())
     with pytest.raises(ValueError, match="Generator"):
         next(tiny_set.batches(64, shuffle=True))
+
+
+# --------------------------------------------------------------------------- reliability (issue 15)
+
+import shutil
+
+
+def copy_root(mnist_root, tmp_path):
+    root = tmp_path / "data"
+    shutil.copytree(mnist_root, root)
+    return root
+
+
+def test_a_truncated_file_is_named_as_damaged(mnist_root, tmp_path):
+    """Item 10: on main a damaged file was reported as "not found ... expected the files"."""
+    root = copy_root(mnist_root, tmp_path)
+    path = root / "MNIST" / "raw" / "t10k-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(DataNotFoundError) as error:
+        data.mnist(train=False, root=root, download=False)
+    message = str(error.value)
+    assert "t10k-images-idx3-ubyte is damaged" in message
+    assert "t10k-labels-idx1-ubyte" in message and "labels-idx1-ubyte is" not in message
+
+
+def test_with_some_files_present_the_message_names_the_missing_one(mnist_root, tmp_path):
+    """Item 10: the message says which file is missing, not the whole expected list as missing."""
+    root = copy_root(mnist_root, tmp_path)
+    (root / "MNIST" / "raw" / "train-labels-idx1-ubyte").unlink()
+    with pytest.raises(DataNotFoundError) as error:
+        data.mnist(train=True, root=root, download=False)
+    message = str(error.value)
+    assert "train-labels-idx1-ubyte is missing" in message
+    assert "train-images-idx3-ubyte is" not in message
+    with pytest.raises(DataNotFoundError, match="train-labels-idx1-ubyte is missing"):
+        data.mnist(train=False, root=root, download=False)  # torchvision needs the files of both splits
+
+
+class LegacyPayload:
+    """Pickled into a legacy ``processed/*.pt`` file; ``weights_only=True`` refuses it."""
+
+
+def test_a_refused_legacy_file_is_a_data_error(mnist_root, tmp_path):
+    """Item 10: on main torchvision's ``weights_only=True`` refusal escaped as a bare UnpicklingError."""
+    root = copy_root(mnist_root, tmp_path)
+    processed = root / "MNIST" / "processed"
+    processed.mkdir()
+    for name in ("training.pt", "test.pt"):
+        torch.save({"payload": LegacyPayload()}, processed / name)
+    with pytest.raises(DataNotFoundError, match="Unpickling|weights_only"):
+        data.mnist(train=False, root=root, download=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from backdoorlab.data import ImageSet
@@ -90,3 +91,50 @@ def test_no_progress_bar_without_a_terminal(tiny_set, capsys):
 def test_progress_bar_when_asked(tiny_set, capsys):
     fit(small_model(0), tiny_set, epochs=1, seed=0, batch_size=100, progress=True)
     assert "fit" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- reliability (issue 15)
+
+
+class ExtraAxis(nn.Module):
+    """Logits of shape (N, 10, 1): broadcasting made accuracy plausible-looking on main."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = nn.Linear(28 * 28, 10)
+
+    def forward(self, x):
+        return self.layer(x.flatten(1)).unsqueeze(-1)
+
+
+class NaNLogits(ExtraAxis):
+    def forward(self, x):
+        return self.layer(x.flatten(1)) * float("nan")
+
+
+def test_fit_raises_on_a_non_finite_loss(tiny_set):
+    """Item 3: on main ``fit(max_lr=inf)`` returned ``losses=(nan,)`` without a word."""
+    with pytest.raises(ValueError, match="max_lr"):
+        fit(MnistCNN(), tiny_set, epochs=1, seed=0, max_lr=float("inf"))
+    diverging = lambda logits, labels: F.cross_entropy(logits, labels) * float("nan")  # noqa: E731
+    with pytest.raises(ValueError, match="loss"):
+        fit(MnistCNN(), tiny_set.subset(range(64)), epochs=1, seed=0, batch_size=32, loss_fn=diverging)
+
+
+def test_predict_and_accuracy_refuse_outputs_that_are_not_logits(tiny_set):
+    """Items 3 and 4: on main a NaN model predicted class 0 everywhere and an (N, 10, 1)
+    output broadcast into an accuracy; both must be refused."""
+    small = tiny_set.subset(range(20))
+    for model in (ExtraAxis(), NaNLogits()):
+        with pytest.raises(ValueError, match="model"):
+            predict(model, small.images)
+        with pytest.raises(ValueError, match="model"):
+            accuracy(model, small)
+
+
+def test_seeded_refuses_a_non_integer_seed():
+    """Item 9: on main ``seeded(1.5)`` silently seeded with 1."""
+    for seed in (1.5, "1", -1, True):
+        with pytest.raises((TypeError, ValueError), match="seed"):
+            with seeded(seed):
+                pass

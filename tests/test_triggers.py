@@ -139,3 +139,43 @@ def test_one_source_success_rate_uses_the_source_class(tiny_set):
 
     assert attack_success_rate(SourceOnly(), tiny_set, PATCH, target=0, source=7) == 1.0
     assert attack_success_rate(SourceOnly(), tiny_set, PATCH, target=0, source=6) == 0.0
+
+
+# --------------------------------------------------------------------------- reliability (issue 15)
+
+
+class _Output(nn.Module):
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+        self.layer = nn.Linear(28 * 28, 10)
+
+    def forward(self, x):
+        logits = self.layer(x.flatten(1))
+        return logits * float("nan") if self.kind == "nan" else logits.unsqueeze(-1)
+
+
+def test_attack_success_rate_refuses_nan_logits_and_wrong_shapes():
+    """Items 3 and 4: on main NaN logits meant class 0 everywhere, so the ASR for target 0
+    (the book's BadNets target) was 1.0; an (N, 10, 1) output broadcast into a rate."""
+    data = ImageSet(torch.rand(20, 1, 28, 28), torch.arange(20) % 10, tuple("0123456789"))
+    trigger = patch_trigger(image_shape=(1, 28, 28), size=3, position=(25, 25))
+    for kind in ("nan", "extra_axis"):
+        with pytest.raises(ValueError, match="model"):
+            attack_success_rate(_Output(kind), data, trigger, target=0)
+
+
+def test_apply_accepts_an_empty_batch():
+    """Item 9: on main ``Trigger.apply`` failed on an empty batch (``images[0]``)."""
+    trigger = patch_trigger(image_shape=(1, 8, 8), size=2, position=(0, 0))
+    assert trigger.apply(torch.zeros(0, 1, 8, 8)).shape == (0, 1, 8, 8)
+
+
+def test_poison_refuses_bad_seeds_and_rates():
+    """Item 9: on main a float seed raised ``RuntimeError: manual_seed expected a long``."""
+    data = ImageSet(torch.zeros(10, 1, 8, 8), torch.arange(10) % 2, ("a", "b"))
+    trigger = patch_trigger(image_shape=(1, 8, 8), size=2, position=(0, 0))
+    with pytest.raises(TypeError, match="seed"):
+        poison(data, trigger, rate=0.2, target=0, seed=1.5)
+    with pytest.raises(ValueError, match="rate"):
+        poison(data, trigger, rate=float("nan"), target=0, seed=0)

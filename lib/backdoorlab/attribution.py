@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from backdoorlab import _checks
 from backdoorlab.models import Normalize
 
 __all__ = [
@@ -533,6 +534,7 @@ def affine_split(model: nn.Module) -> tuple[nn.Sequential, nn.Sequential] | None
     >>> torch.equal(rest(prefix(x)), model(x))
     True
     """
+    _checks.check_model(model)
     if _has_hooks(model):
         return None
     if type(model) is nn.Sequential:  # a subclass may have its own forward
@@ -874,8 +876,7 @@ def _target_scores(
 
 
 def _check_int(name: str, value: object, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int; got {type(value).__name__} {value!r}")
+    _checks.check_int(name, value)
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}; got {value}")
 
@@ -892,6 +893,7 @@ def _check_images(images: object, name: str = "images") -> None:
     if images.shape[0] == 0:
         raise ValueError(f"{name} must hold at least one image; got shape "
                          f"{tuple(images.shape)}")
+    _checks.check_finite(name, images)
 
 
 def _resolve_baseline(baseline: Baseline, images: Tensor) -> Tensor:
@@ -910,6 +912,7 @@ def _resolve_baseline(baseline: Baseline, images: Tensor) -> Tensor:
             )
     if not baseline.is_floating_point():
         raise TypeError(f"baseline must be a floating-point tensor; got dtype {baseline.dtype}")
+    _checks.check_finite("baseline", baseline)
     try:
         shape = torch.broadcast_shapes(baseline.shape, images.shape)
     except RuntimeError:
@@ -946,4 +949,4 @@ def _generator(seed: int | torch.Generator) -> torch.Generator:
         return seed
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an int or a torch.Generator; got {type(seed).__name__}")
-    return torch.Generator().manual_seed(seed)
+    return torch.Generator().manual_seed(_checks.check_seed(seed))

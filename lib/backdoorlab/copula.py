@@ -54,6 +54,8 @@ import numpy as np
 import pyvinecopulib as pv
 import torch
 
+from . import _checks
+
 __all__ = [
     "FAMILY_SETS",
     "Estimate",
@@ -1207,17 +1209,11 @@ def _rng(seed: Any) -> np.random.Generator:
         return seed
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"seed must be an int or a numpy.random.Generator, got {type(seed).__name__}")
-    if seed < 0:
-        raise ValueError(f"seed must be non-negative, got {seed}")
-    return np.random.default_rng(int(seed))
+    return np.random.default_rng(_checks.check_seed(seed))
 
 
 def _check_int(value: Any, name: str, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be at least {minimum}, got {value}")
-    return int(value)
+    return _checks.check_int(name, value, minimum=minimum)
 
 
 def _as_vinecop(vine: Any, name: str) -> pv.Vinecop:

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import _checks
+
 __all__ = [
     "DataNotFoundError",
     "ImageSet",
@@ -65,17 +67,7 @@ def check_images(images: torch.Tensor, *, name: str = "images") -> None:
     --------
     >>> check_images(torch.zeros(2, 1, 4, 4))
     """
-    if not isinstance(images, torch.Tensor) or not images.is_floating_point():
-        kind = images.dtype if isinstance(images, torch.Tensor) else type(images).__name__
-        raise TypeError(f"{name} must be a floating-point torch.Tensor, got {kind}")
-    if images.ndim != 4:
-        raise ValueError(f"{name} must have shape (N, C, H, W), got {tuple(images.shape)}")
-    if images.numel() and not (images.min() >= 0 and images.max() <= 1):
-        # NaN fails both comparisons, so it is caught here too.
-        raise ValueError(
-            f"{name} must have values in [0, 1], got range "
-            f"[{images.min().item():.4g}, {images.max().item():.4g}]"
-        )
+    _checks.check_images(images, name=name)
 
 
 @dataclass(frozen=True, eq=False)
@@ -115,6 +107,8 @@ class ImageSet:
                 f"labels must have shape ({self.images.shape[0]},), "
                 f"got {tuple(self.labels.shape)}"
             )
+        if isinstance(self.classes, str) or not all(isinstance(c, str) for c in self.classes):
+            raise TypeError(f"classes must be a sequence of str, got {self.classes!r}")
         object.__setattr__(self, "classes", tuple(self.classes))
         if len(self.labels) and not (
             self.labels.min() >= 0 and self.labels.max() < len(self.classes)
@@ -139,7 +133,15 @@ class ImageSet:
 
     def subset(self, indices: Sequence[int] | torch.Tensor) -> ImageSet:
         """The images at ``indices`` (a copy), in that order."""
-        index = torch.as_tensor(indices, dtype=torch.long)
+        index = torch.as_tensor(indices)
+        if index.numel() == 0:
+            index = index.to(torch.long)  # torch.as_tensor([]) is float32
+        if index.is_floating_point() or index.dtype == torch.bool or index.ndim != 1:
+            raise TypeError(f"indices must be a 1-D sequence of ints, got {index.dtype} of shape {tuple(index.shape)}")
+        if index.numel() and not (-len(self) <= index.min() and index.max() < len(self)):
+            raise ValueError(f"indices must lie in [{-len(self)}, {len(self) - 1}], got range "
+                             f"[{index.min().item()}, {index.max().item()}]")
+        index = index.to(torch.long)
         return ImageSet(self.images[index], self.labels[index], self.classes)
 
     def sample(self, n: int, *, seed: int) -> ImageSet:
@@ -151,14 +153,14 @@ class ImageSet:
         >>> len(data.sample(3, seed=0))
         3
         """
-        if not 0 <= n <= len(self):
-            raise ValueError(f"n must lie in [0, {len(self)}], got {n}")
+        _checks.check_int("n", n, minimum=0, maximum=len(self))
+        seed = _checks.check_seed(seed)
         generator = torch.Generator().manual_seed(seed)
         return self.subset(torch.randperm(len(self), generator=generator)[:n])
 
     def where(self, mask: torch.Tensor) -> ImageSet:
         """The images where the boolean ``mask`` of shape (N,) is true."""
-        if mask.dtype != torch.bool or mask.shape != self.labels.shape:
+        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.shape != self.labels.shape:
             raise ValueError(f"mask must be a bool tensor of shape ({len(self)},)")
         return self.subset(mask.nonzero().flatten())
 
@@ -174,8 +176,7 @@ class ImageSet:
         With ``shuffle=True`` the order is drawn from ``generator`` (required, so that the
         order is reproducible).
         """
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        _checks.check_int("batch_size", batch_size, minimum=1)
         if shuffle:
             if generator is None:
                 raise ValueError("shuffle=True needs a torch.Generator for a reproducible order")
@@ -193,6 +194,8 @@ def data_root(root: str | os.PathLike[str] | None = None) -> Path:
     ``root`` if given, else ``$BACKDOORLAB_DATA``, else ``~/.cache/backdoorlab/data``.
     """
     if root is not None:
+        if not isinstance(root, (str, os.PathLike)):
+            raise TypeError(f"root must be a path (str or os.PathLike) or None, got {type(root).__name__}")
         return Path(root).expanduser()
     from_env = os.environ.get("BACKDOORLAB_DATA")
     if from_env:
@@ -200,11 +203,49 @@ def data_root(root: str | os.PathLike[str] | None = None) -> Path:
     return Path.home() / ".cache" / "backdoorlab" / "data"
 
 
+def _idx_problem(path: Path) -> str | None:
+    """Why the IDX file at ``path`` cannot be read (missing, unreadable, truncated), or None."""
+    if not path.exists():
+        return "missing"
+    try:
+        with path.open("rb") as handle:
+            header = handle.read(4)
+            if len(header) < 4 or header[:2] != b"\x00\x00":
+                return "damaged (not an IDX file)"
+            dims = np.frombuffer(handle.read(4 * header[3]), dtype=">u4")
+        if len(dims) != header[3]:
+            return "damaged (truncated header)"
+        expected = 4 + 4 * header[3] + int(np.prod(dims, dtype=np.int64))
+        size = path.stat().st_size
+    except PermissionError:
+        return "unreadable (permission denied)"
+    except OSError as error:
+        return f"unreadable ({error})"
+    if size != expected:
+        return f"damaged (size {size} bytes, the header implies {expected})"
+    return None
+
+
+def _file_problems(root: Path, expected: Sequence[str]) -> list[str]:
+    problems = []
+    for name in expected:
+        path = root / name
+        if name.endswith("-ubyte"):
+            problem = _idx_problem(path)
+        elif not path.exists():
+            problem = "missing"
+        else:
+            problem = None
+        if problem is not None:
+            problems.append(f"{name} is {problem}")
+    return problems
+
+
 def _load(dataset_class, root: Path, train: bool, download: bool, expected: Sequence[str], name: str):
     """Construct a torchvision dataset without a download first, then with one if allowed."""
     try:
         return dataset_class(str(root), train=train, download=False)
-    except RuntimeError as missing:
+    except Exception as missing:  # RuntimeError, or a legacy file's UnpicklingError, ValueError, ...
         cause: BaseException = missing
     if download:
         try:
@@ -212,9 +253,13 @@ def _load(dataset_class, root: Path, train: bool, download: bool, expected: Sequ
         except Exception as failed:  # network errors come in many types
             cause = failed
     files = ", ".join(expected)
+    problems = _file_problems(root, expected)
+    found = (f"Of the files {files} expected under that root, " + "; ".join(problems) + "."
+             if problems else f"The files {files} are present under that root but could not be read.")
     raise DataNotFoundError(
-        f"{name} was not found under the data root {root} and could not be downloaded "
-        f"({type(cause).__name__}: {cause}). Expected the files {files} under that root. "
+        f"{name} could not be loaded from the data root {root}"
+        f"{' nor downloaded' if download else ' (download=False)'} "
+        f"({type(cause).__name__}: {cause}). {found} "
         f"Set the environment variable BACKDOORLAB_DATA to the folder that holds them."
     ) from cause
 
@@ -257,7 +302,8 @@ def mnist(
     from torchvision.datasets import MNIST
 
     base = data_root(root)
-    dataset = _load(MNIST, base, train, download, _MNIST_FILES[train], "MNIST")
+    # torchvision checks the files of both splits before it loads either
+    dataset = _load(MNIST, base, train, download, _MNIST_FILES[train] + _MNIST_FILES[not train], "MNIST")
     images = dataset.data.to(torch.float32).div_(255.0).unsqueeze(1)
     return ImageSet(images, dataset.targets.to(torch.int64), MNIST_CLASSES)
 

@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import _checks
 from . import copula as copula_module
 from . import train as train_module
 from .data import ImageSet, check_images
@@ -421,6 +422,8 @@ def stamp_class(data: ImageSet, trigger: Trigger, *, source: int) -> ImageSet:
         raise TypeError(f"data must be an ImageSet, got {type(data).__name__}")
     if isinstance(source, bool) or not isinstance(source, int) or not 0 <= source < data.num_classes:
         raise ValueError(f"source must be a class index in [0, {data.num_classes - 1}], got {source!r}")
+    if not isinstance(trigger, Trigger):
+        raise TypeError(f"trigger must be a Trigger, got {type(trigger).__name__}")
     chosen = (data.labels == source).view(-1, 1, 1, 1)
     return ImageSet(torch.where(chosen, trigger.apply(data.images), data.images), data.labels.clone(), data.classes)
 
@@ -443,7 +446,7 @@ def class_balanced_sample(data: ImageSet, per_class: int, *, seed: int) -> Image
     """
     if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
         raise ValueError(f"per_class must be a positive int, got {per_class!r}")
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(_checks.check_seed(seed))
     chosen = []
     for label in range(data.num_classes):
         members = (data.labels == label).nonzero().flatten()
@@ -570,6 +573,9 @@ def trigger_brightness(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor
     if not isinstance(mask, torch.Tensor) or mask.ndim != 3 or tuple(mask.shape[1:]) != tuple(images.shape[2:]):
         shape = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
         raise ValueError(f"mask must have shape (1 or C, {images.shape[2]}, {images.shape[3]}), got {shape}")
+    _checks.check_images(mask.unsqueeze(0), name="mask")  # floating, values in [0, 1], no NaN
+    if mask.shape[0] not in (1, images.shape[1]):
+        raise ValueError(f"mask must have 1 or {images.shape[1]} channels, got {mask.shape[0]}")
     weights = mask.to(images.dtype).expand_as(images[0])  # (C, H, W)
     if weights.sum() <= 0:
         raise ValueError("mask must not be all zero")

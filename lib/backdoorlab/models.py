@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from . import _checks
+
 __all__ = ["CifarCNN", "MnistCNN", "MnistMLP", "Normalize", "MNIST_MEAN", "MNIST_STD", "CIFAR10_MEAN", "CIFAR10_STD"]
 
 # Channel statistics of the training sets, in [0, 1] pixel units.
@@ -35,6 +37,11 @@ class Normalize(nn.Module):
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
+        for name, values in (("mean", mean), ("std", std)):
+            if isinstance(values, str) or not isinstance(values, Sequence):
+                raise TypeError(f"{name} must be a sequence of floats, got {type(values).__name__}")
+            for value in values:
+                _checks.check_real(name, value)
         if len(mean) != len(std):
             raise ValueError(f"mean and std must have the same length, got {len(mean)} and {len(std)}")
         if min(std) <= 0:
@@ -75,7 +82,11 @@ class MnistCNN(nn.Module):
 
     def __init__(self, *, channels: tuple[int, int] = (16, 32), hidden: int = 128, num_classes: int = 10) -> None:
         super().__init__()
-        c1, c2 = channels
+        if not isinstance(channels, (tuple, list)) or len(channels) != 2:
+            raise TypeError(f"channels must be a pair of ints, got {channels!r}")
+        c1, c2 = (_checks.check_int("channels", c, minimum=1) for c in channels)
+        _checks.check_int("hidden", hidden, minimum=1)
+        _checks.check_int("num_classes", num_classes, minimum=2)
         self.normalize = Normalize(MNIST_MEAN, MNIST_STD)
         self.features = nn.Sequential(
             nn.Conv2d(1, c1, 5, padding=2), nn.MaxPool2d(2), nn.ReLU(),
@@ -118,6 +129,11 @@ class MnistMLP(nn.Module):
 
     def __init__(self, *, hidden: tuple[int, ...] = (512, 256), num_classes: int = 10) -> None:
         super().__init__()
+        if not isinstance(hidden, (tuple, list)):
+            raise TypeError(f"hidden must be a tuple of ints, got {type(hidden).__name__}")
+        for width in hidden:
+            _checks.check_int("hidden", width, minimum=1)
+        _checks.check_int("num_classes", num_classes, minimum=2)
         widths = (28 * 28, *hidden)
         layers: list[nn.Module] = [nn.Flatten()]
         for width_in, width_out in zip(widths[:-1], widths[1:]):
@@ -165,8 +181,9 @@ class CifarCNN(nn.Module):
 
     def __init__(self, *, width: int = 16, hidden: int = 256, num_classes: int = 10) -> None:
         super().__init__()
-        if width < 1:
-            raise ValueError(f"width must be >= 1, got {width}")
+        _checks.check_int("width", width, minimum=1)
+        _checks.check_int("hidden", hidden, minimum=1)
+        _checks.check_int("num_classes", num_classes, minimum=2)
         layers: list[nn.Module] = []
         in_channels = 3
         for stage in range(3):

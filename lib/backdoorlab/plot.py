@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from . import _checks
+
 __all__ = ["PALETTE", "STYLE", "curves", "heatmaps", "image_grid", "roc_curves"]
 
 #: Okabe and Ito's colour-blind-safe palette (black first).
@@ -48,6 +50,7 @@ def _as_numpy_images(images: torch.Tensor | np.ndarray) -> np.ndarray:
 
 def _panels(count: int, *, ncols: int, size: float, labels: Sequence[str] | None) -> tuple[Figure, list]:
     """A figure with ``count`` bare square panels on a grid of ``ncols`` columns, labelled below."""
+    _checks.check_int("ncols", ncols, minimum=1)
     ncols = max(1, min(ncols, count))
     nrows = -(-count // ncols)
     label_room = 0.25 if labels is not None else 0.0
@@ -194,6 +197,10 @@ def roc_curves(
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=figsize)
         ax.plot([0, 1], [0, 1], linestyle=":", color="0.6", linewidth=1)
+        if not isinstance(curves_by_name, Mapping):
+            raise TypeError(
+                f"curves_by_name must be a mapping of name to (fpr, tpr), got {type(curves_by_name).__name__}"
+            )
         for name, (fpr, tpr) in curves_by_name.items():
             ax.plot(fpr, tpr, label=name, drawstyle="steps-post")
         ax.set_xlim(0, 1)

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from . import _checks
 from . import data as data_module
 from . import dcae as dcae_module
 from . import models as models_module
@@ -155,8 +156,14 @@ def mnist_classifier(
     """
     if architecture not in _ARCHITECTURES:
         raise ValueError(f"architecture must be one of {sorted(_ARCHITECTURES)}, got {architecture!r}")
-    if not 0 <= poison_rate <= 1:
-        raise ValueError(f"poison_rate must lie in [0, 1], got {poison_rate}")
+    _checks.check_rate("poison_rate", poison_rate)
+    _checks.check_int("target", target, minimum=0, maximum=9)
+    if source is not None:
+        _checks.check_int("source", source, minimum=0, maximum=9)
+    _checks.check_seed(seed)
+    _checks.check_int("epochs", epochs, minimum=1)
+    _checks.check_int("batch_size", batch_size, minimum=1)
+    _checks.check_real("max_lr", max_lr, minimum=0.0, strict_minimum=True)
     config = {
         "architecture": architecture, "poison_rate": float(poison_rate), "target": target,
         "source": source, "seed": seed, "epochs": epochs, "batch_size": batch_size, "max_lr": max_lr,
@@ -236,6 +243,13 @@ def mnist_zoos(
     >>> len(zoos["train"]) + len(zoos["test"]) >= 400  # doctest: +SKIP
     True
     """
+    for name, counts in (("num_train", num_train), ("num_test", num_test)):
+        if not isinstance(counts, tuple) or len(counts) != 2:
+            raise TypeError(f"{name} must be a pair (clean, poisoned) of ints, got {counts!r}")
+        for count in counts:
+            _checks.check_int(name, count, minimum=0)
+    _checks.check_real("min_accuracy", min_accuracy)
+    _checks.check_real("min_attack_success", min_attack_success)
     train_set = data_module.mnist(train=True, root=root)
     test_set = data_module.mnist(train=False, root=root).sample(2000, seed=0)
     specs = {
@@ -324,6 +338,12 @@ def mnist_autoencoder(
     """
     if architecture not in dcae_module.AUTOENCODERS:
         raise ValueError(f"architecture must be one of {sorted(dcae_module.AUTOENCODERS)}, got {architecture!r}")
+    _checks.check_int("source", source, minimum=0, maximum=9)
+    _checks.check_int("latent_dim", latent_dim, minimum=1)
+    _checks.check_seed(seed)
+    _checks.check_int("epochs", epochs, minimum=1)
+    _checks.check_int("batch_size", batch_size, minimum=1)
+    _checks.check_real("max_lr", max_lr, minimum=0.0, strict_minimum=True)
     config = {
         "architecture": architecture, "poisoned": bool(poisoned), "source": source,
         "latent_dim": latent_dim, "seed": seed, "epochs": epochs, "batch_size": batch_size, "max_lr": max_lr,

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import _checks
 from .data import ImageSet, check_images
 
 __all__ = ["FitResult", "accuracy", "fit", "predict", "seeded"]
@@ -41,6 +42,7 @@ def seeded(seed: int) -> Iterator[None]:
     >>> bool((a == b).all())
     True
     """
+    seed = _checks.check_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         yield
@@ -113,6 +115,12 @@ def fit(
     FitResult
         Mean loss per epoch and the wall time.
 
+    Raises
+    ------
+    ValueError
+        For bad arguments, a model whose output is not (B, K) finite logits, and as soon as
+        the training loss is NaN or infinite (a diverged run must not pass for a trained model).
+
     Examples
     --------
     >>> from backdoorlab.models import MnistCNN
@@ -123,12 +131,16 @@ def fit(
     """
     if not isinstance(data, ImageSet):
         raise TypeError(f"data must be an ImageSet, got {type(data).__name__}")
-    if epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs}")
-    if not 1 <= batch_size <= len(data):
-        raise ValueError(f"batch_size must lie in [1, {len(data)}], got {batch_size}")
-    if max_lr <= 0:
-        raise ValueError(f"max_lr must be positive, got {max_lr}")
+    _checks.check_model(model)
+    _checks.check_int("epochs", epochs, minimum=1)
+    _checks.check_seed(seed)
+    if len(data) == 0:
+        raise ValueError("data is empty: there is nothing to train on")
+    _checks.check_int("batch_size", batch_size, minimum=1, maximum=len(data))
+    max_lr = _checks.check_real("max_lr", max_lr, minimum=0.0, strict_minimum=True)
+    weight_decay = _checks.check_real("weight_decay", weight_decay, minimum=0.0)
+    if not callable(loss_fn):
+        raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
     steps_per_epoch = len(data) // batch_size
     optimizer = torch.optim.Adam(model.parameters(), lr=max_lr, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
@@ -146,7 +158,15 @@ def fit(
             order = torch.randperm(len(data), generator=generator)
             for step in range(steps_per_epoch):
                 index = order[step * batch_size:(step + 1) * batch_size]
-                loss = loss_fn(model(data.images[index]), data.labels[index])
+                logits = model(data.images[index])
+                if step == 0 and loss_fn is F.cross_entropy:  # other shapes would train on broadcast nonsense
+                    _checks.check_logits(logits.detach(), num_images=len(index))
+                loss = loss_fn(logits, data.labels[index])
+                if not bool(torch.isfinite(loss.detach()).all()):
+                    raise ValueError(
+                        f"the training loss became {loss.item()} at epoch {len(losses) + 1}, step {step + 1}: "
+                        f"training diverged (is max_lr={max_lr} too large?) or data or model is broken"
+                    )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -171,13 +191,16 @@ def predict(model: nn.Module, images: torch.Tensor, *, batch_size: int = 2000) -
     >>> predict(MnistCNN(), torch.rand(3, 1, 28, 28)).shape
     torch.Size([3])
     """
+    _checks.check_model(model)
     check_images(images)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    _checks.check_int("batch_size", batch_size, minimum=1)
     was_training = model.training
     model.eval()
     try:
-        labels = [model(images[i:i + batch_size]).argmax(dim=1) for i in range(0, len(images), batch_size)]
+        labels = [
+            _checks.check_logits(model(chunk), num_images=len(chunk)).argmax(dim=1)
+            for chunk in images.split(batch_size)
+        ]
     finally:
         model.train(was_training)
     return torch.cat(labels) if labels else torch.empty(0, dtype=torch.long)

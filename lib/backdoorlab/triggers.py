@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from . import _checks
 from .data import ImageSet, check_images
 from .train import predict
 
@@ -98,7 +99,8 @@ class Trigger:
                 f"image shape {self.image_shape}"
             )
         mask = self.mask.to(images.dtype)
-        return torch.lerp(images, self.pattern.to(images.dtype).expand_as(images[0]), mask)
+        # pattern (C, H, W) and mask broadcast over the batch, which may be empty
+        return torch.lerp(images, self.pattern.to(images.dtype), mask)
 
 
 def patch_trigger(
@@ -133,10 +135,13 @@ def patch_trigger(
     >>> int(trigger.mask.sum())
     16
     """
-    channels, height, width = image_shape
-    row, col = position
-    if size < 1:
-        raise ValueError(f"size must be >= 1, got {size}")
+    if not isinstance(image_shape, (tuple, list)) or len(image_shape) != 3:
+        raise TypeError(f"image_shape must be a tuple (C, H, W), got {image_shape!r}")
+    channels, height, width = (_checks.check_int("image_shape", v, minimum=1) for v in image_shape)
+    if not isinstance(position, (tuple, list)) or len(position) != 2:
+        raise TypeError(f"position must be a tuple (row, col), got {position!r}")
+    row, col = (_checks.check_int("position", v) for v in position)
+    _checks.check_int("size", size, minimum=1)
     if not (0 <= row and row + size <= height and 0 <= col and col + size <= width):
         raise ValueError(f"a {size}x{size} patch at position {position} does not fit in {height}x{width} images")
     if isinstance(pattern, str):
@@ -148,7 +153,7 @@ def patch_trigger(
         else:
             raise ValueError(f"pattern must be 'white', 'checkerboard' or a tensor, got {pattern!r}")
     else:
-        square = pattern
+        square = _checks.check_tensor("pattern", pattern, floating=True)
         if tuple(square.shape) != (channels, size, size):
             raise ValueError(f"pattern must have shape {(channels, size, size)}, got {tuple(square.shape)}")
     mask = torch.zeros(1, height, width)
@@ -174,8 +179,10 @@ def blended_trigger(pattern: torch.Tensor, *, alpha: float) -> Trigger:
     >>> trigger.apply(torch.zeros(1, 1, 4, 4)).max().item()
     0.20000000298023224
     """
-    if not 0 < alpha <= 1:
-        raise ValueError(f"alpha must lie in (0, 1], got {alpha}")
+    _checks.check_rate("alpha", alpha, strict_minimum=True)
+    _checks.check_tensor("pattern", pattern, floating=True)
+    if pattern.ndim != 3:
+        raise ValueError(f"pattern must have shape (C, H, W), got {tuple(pattern.shape)}")
     return Trigger(torch.full((1, *pattern.shape[1:]), float(alpha)), pattern)
 
 
@@ -199,7 +206,7 @@ def _check_target(data: ImageSet, target: int, source: int | None) -> None:
     for name, value in (("target", target), ("source", source)):
         if value is None and name == "source":
             continue
-        if not isinstance(value, int) or not 0 <= value < data.num_classes:
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < data.num_classes:
             raise ValueError(f"{name} must be a class index in [0, {data.num_classes - 1}], got {value!r}")
     if source is not None and source == target:
         raise ValueError(f"source and target must differ, got {source} for both")
@@ -260,8 +267,8 @@ def poison(
         raise TypeError(f"data must be an ImageSet, got {type(data).__name__}")
     if not isinstance(trigger, Trigger):
         raise TypeError(f"trigger must be a Trigger, got {type(trigger).__name__}")
-    if not (isinstance(rate, (int, float)) and 0 <= rate <= 1):
-        raise ValueError(f"rate must be a number in [0, 1], got {rate!r}")
+    rate = _checks.check_rate("rate", rate)
+    seed = _checks.check_seed(seed)
     _check_target(data, target, source)
     eligible = data.labels != target
     if source is not None:
@@ -311,9 +318,13 @@ def attack_success_rate(
     >>> 0.0 <= attack_success_rate(MnistCNN(), data, trigger, target=0) <= 1.0
     True
     """
+    _checks.check_model(model)
     if not isinstance(data, ImageSet):
         raise TypeError(f"data must be an ImageSet, got {type(data).__name__}")
+    if not isinstance(trigger, Trigger):
+        raise TypeError(f"trigger must be a Trigger, got {type(trigger).__name__}")
     _check_target(data, target, source)
+    _checks.check_int("batch_size", batch_size, minimum=1)
     keep = data.labels != target
     if source is not None:
         keep &= data.labels == source

@@ -52,6 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import _checks
 from .data import check_images
 
 __all__ = [
@@ -201,9 +202,7 @@ def _check_delta(delta: object) -> float:
 
 
 def _check_seed(seed: object) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise TypeError(f"seed must be an int, got {seed!r}")
-    return int(seed)
+    return _checks.check_seed(seed)
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -241,7 +240,8 @@ def _perturb(images: Tensor, v: Tensor) -> Tensor:
 @torch.no_grad()
 def _predict(model: nn.Module, images: Tensor, *, batch_size: int) -> Tensor:
     """Predicted labels, shape (N,), int64; images in chunks of batch_size."""
-    return torch.cat([model(chunk).argmax(dim=1) for chunk in images.split(batch_size)])
+    return torch.cat([_checks.check_logits(model(chunk), num_images=len(chunk)).argmax(dim=1)
+                      for chunk in images.split(batch_size)])
 
 
 @torch.no_grad()
@@ -250,7 +250,8 @@ def _fooled_share(model: nn.Module, images: Tensor, v: Tensor, clean_labels: Ten
     """Share of images with argmax model(clamp(x + v)) != clean_labels."""
     fooled = 0
     for chunk, labels in zip(images.split(batch_size), clean_labels.split(batch_size)):
-        fooled += (model(_perturb(chunk, v)).argmax(dim=1) != labels).sum().item()
+        logits = _checks.check_logits(model(_perturb(chunk, v)), num_images=len(chunk))
+        fooled += (logits.argmax(dim=1) != labels).sum().item()
     return fooled / images.shape[0]
 
 
@@ -400,6 +401,7 @@ def _deepfool(model: nn.Module, images: Tensor, original_labels: Tensor | None, 
         point = (point.clamp(0.0, 1.0) if clamp else point).requires_grad_(True)
         with torch.enable_grad():
             logits = model(point)  # (A, K)
+        _checks.check_logits(logits.detach(), num_images=len(point))
         scores = logits.detach()
         if candidates is None:
             original_labels = scores.argmax(dim=1) if original_labels is None else original_labels
@@ -943,6 +945,7 @@ def random_perturbation(shape: tuple[int, int, int], *, xi: float, p: float, see
     shape = _check_shape(shape)
     xi = _check_real("xi", xi, positive=True)
     p = _check_p(p)
+    dtype = _checks.check_float_dtype(dtype)
     generator = torch.Generator().manual_seed(_check_seed(seed))
     if p == math.inf:
         signs = torch.randint(0, 2, shape, generator=generator).to(dtype) * 2 - 1
@@ -992,6 +995,7 @@ def checkerboard(shape: tuple[int, int, int], *, amplitude: float, square: int =
     channels, height, width = _check_shape(shape)
     amplitude = _check_real("amplitude", amplitude, positive=True)
     square = _check_int("square", square, minimum=1)
+    dtype = _checks.check_float_dtype(dtype)
     rows = torch.arange(height) // square  # (H,)
     cols = torch.arange(width) // square  # (W,)
     parity = (rows[:, None] + cols[None, :]) % 2  # (H, W), 0 where the sign is +

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
+from . import _checks
 from .zoo import ModelStack, Zoo, ZooCNN
 
 __all__ = [
@@ -62,8 +63,10 @@ def total_variation(patterns: torch.Tensor) -> torch.Tensor:
     >>> total_variation(torch.tensor([[[[0.0, 1.0], [0.0, 1.0]]]])).tolist()
     [2.0]
     """
+    _checks.check_tensor("patterns", patterns, floating=True)
     if patterns.ndim != 4:
         raise ValueError(f"patterns must have shape (M, C, H, W), got {tuple(patterns.shape)}")
+    _checks.check_finite("patterns", patterns)
     vertical = (patterns[:, :, 1:, :] - patterns[:, :, :-1, :]).abs().sum(dim=(1, 2, 3))
     horizontal = (patterns[:, :, :, 1:] - patterns[:, :, :, :-1]).abs().sum(dim=(1, 2, 3))
     return vertical + horizontal
@@ -116,16 +119,21 @@ class LitmusDetector(nn.Module):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        if num_patterns < 1:
-            raise ValueError(f"num_patterns must be >= 1, got {num_patterns}")
-        generator = torch.Generator().manual_seed(seed)
+        _checks.check_int("num_patterns", num_patterns, minimum=1)
+        _checks.check_int("num_classes", num_classes, minimum=2)
+        if not isinstance(image_shape, tuple) or len(image_shape) != 3:
+            raise TypeError(f"image_shape must be a tuple (C, H, W), got {image_shape!r}")
+        for size in image_shape:
+            _checks.check_int("image_shape", size, minimum=1)
+        generator = torch.Generator().manual_seed(_checks.check_seed(seed))
         self.patterns = nn.Parameter(torch.rand(num_patterns, *image_shape, generator=generator),
                                      requires_grad=learn_patterns)
         features = num_patterns * num_classes
         self.num_classes = num_classes
         self.normalize = normalize
         bound = features ** -0.5
-        self.head = nn.Linear(features, 1)
+        with torch.random.fork_rng(devices=[]):  # its random initial weights are overwritten below
+            self.head = nn.Linear(features, 1)
         with torch.no_grad():
             self.head.weight.copy_((torch.rand(1, features, generator=generator) * 2 - 1) * bound)
             self.head.bias.zero_()
@@ -177,6 +185,12 @@ def auc(scores: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray) ->
     labels = np.asarray(labels)
     if labels.ndim != 1 or len(np.unique(labels)) != 2:
         raise ValueError("labels must be one-dimensional and hold both classes (0 and 1)")
+    if np.shape(scores) != labels.shape:
+        raise ValueError(
+            f"scores and labels must have the same shape, got {tuple(np.shape(scores))} and {labels.shape}"
+        )
+    if not np.isfinite(np.asarray(scores, dtype=np.float64)).all():
+        raise ValueError("scores must be finite (a NaN score has no rank)")
     return float(roc_auc_score(labels, np.asarray(scores)))
 
 
@@ -250,8 +264,20 @@ def train_detector(
     for name, other in (("validation", validation), ("monitor", monitor)):
         if other is not None:
             _check_zoo(other, name)
-    if epochs < 1 or batch_size < 1:
-        raise ValueError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
+    if not isinstance(detector, LitmusDetector):
+        raise TypeError(f"detector must be a LitmusDetector, got {type(detector).__name__}")
+    for name, other in (("zoo", zoo), ("validation", validation), ("monitor", monitor)):
+        if other is not None and not bool(((other.labels == 0) | (other.labels == 1)).all()):
+            raise ValueError(
+                f"{name}.labels must be 0 (clean) or 1 (backdoored), got {sorted(set(other.labels.tolist()))}"
+            )
+    _checks.check_int("epochs", epochs, minimum=1)
+    _checks.check_int("batch_size", batch_size, minimum=1)
+    _checks.check_real("pattern_lr", pattern_lr, minimum=0.0, strict_minimum=True)
+    _checks.check_real("head_lr", head_lr, minimum=0.0, strict_minimum=True)
+    _checks.check_real("tv_weight", tv_weight, minimum=0.0)
+    _checks.check_real("weight_decay", weight_decay, minimum=0.0)
+    _checks.check_seed(seed)
     if method not in ("batched", "loop"):
         raise ValueError(f"method must be 'batched' or 'loop', got {method!r}")
     detector = copy.deepcopy(detector)
@@ -297,6 +323,7 @@ def ulp_objective(
     """The ULP objective on one batch of models: mean logistic loss plus ``tv_weight`` * sum of TV."""
     if len(labels) != len(stack):
         raise ValueError(f"{len(labels)} labels for {len(stack)} models")
+    _checks.check_real("tv_weight", tv_weight, minimum=0.0)
     logits = detector.head(detector.features(stack, method=method)).squeeze(1)
     loss = F.binary_cross_entropy_with_logits(logits, labels.float())
     if detector.learn_patterns and tv_weight:

@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .cache import Artifact
+from . import _checks
+from .cache import Artifact, tensor_digest
 from .data import ImageSet
 from . import models as models_module
 from . import train as train_module
@@ -83,8 +84,11 @@ class PatchSpec:
     bits: tuple[int, ...]
 
     def __post_init__(self) -> None:
-        if self.size < 1:
-            raise ValueError(f"size must be >= 1, got {self.size}")
+        _checks.check_int("size", self.size, minimum=1)
+        _checks.check_int("row", self.row, minimum=0)
+        _checks.check_int("col", self.col, minimum=0)
+        if not isinstance(self.bits, tuple):
+            raise TypeError(f"bits must be a tuple of 0/1 ints, got {type(self.bits).__name__}")
         if len(self.bits) != self.size * self.size or any(b not in (0, 1) for b in self.bits):
             raise ValueError(f"bits must be {self.size * self.size} values in {{0, 1}}, got {self.bits!r}")
 
@@ -125,16 +129,32 @@ def random_patch_triggers(
     """
     if placement not in ("anywhere", "corners"):
         raise ValueError(f"placement must be 'anywhere' or 'corners', got {placement!r}")
-    if count < 1:
-        raise ValueError(f"count must be >= 1, got {count}")
-    if margin < 0:
-        raise ValueError(f"margin must be >= 0, got {margin}")
+    _checks.check_int("count", count, minimum=1)
+    _checks.check_seed(seed)
+    _checks.check_int("margin", margin, minimum=0)
+    _checks.check_rate("min_on", min_on)
+    if not isinstance(image_shape, tuple) or len(image_shape) != 3:
+        raise TypeError(f"image_shape must be a tuple (C, H, W), got {image_shape!r}")
+    if not isinstance(sizes, (tuple, list)):
+        raise TypeError(f"sizes must be a tuple of ints, got {type(sizes).__name__}")
+    for size in sizes:
+        _checks.check_int("sizes", size, minimum=1)
     if not sizes or min(sizes) < 1 or max(sizes) + margin > min(image_shape[1:]):
         raise ValueError(f"sizes must lie in [1, {min(image_shape[1:])}], got {tuple(sizes)}")
-    generator = torch.Generator().manual_seed(seed)
     _, height, width = image_shape
+    possible = _distinct_patches(sorted(set(sizes)), height, width, min_on, placement, margin)
+    if count > possible:
+        raise ValueError(
+            f"count={count} exceeds the {possible} distinct patches these sizes, min_on and placement allow"
+        )
+    generator = torch.Generator().manual_seed(seed)
     specs: list[PatchSpec] = []
+    attempts = 0
     while len(specs) < count:
+        attempts += 1
+        if attempts > 100_000 + 1_000 * count:  # rejection sampling that (almost) never accepts
+            raise ValueError(f"could not draw {count} distinct patches in {attempts - 1} attempts: "
+                             f"min_on={min_on} leaves too few of the possible bit patterns")
         size = int(sizes[int(torch.randint(len(sizes), (1,), generator=generator))])
         if placement == "anywhere":
             row = int(torch.randint(height - size + 1, (1,), generator=generator))
@@ -151,6 +171,23 @@ def random_patch_triggers(
         if spec not in specs:
             specs.append(spec)
     return specs
+
+
+def _distinct_patches(sizes: Sequence[int], height: int, width: int, min_on: float, placement: str,
+                      margin: int) -> int:
+    """How many distinct PatchSpec ``random_patch_triggers`` can draw: positions times bit patterns."""
+    total = 0
+    for size in sizes:
+        area = size * size
+        bit_patterns = sum(math.comb(area, on) for on in range(area + 1) if on >= min_on * area)
+        if placement == "anywhere":
+            positions = (height - size + 1) * (width - size + 1)
+        else:
+            rows = {gap for gap in range(margin + 1)} | {height - size - gap for gap in range(margin + 1)}
+            cols = {gap for gap in range(margin + 1)} | {width - size - gap for gap in range(margin + 1)}
+            positions = len(rows) * len(cols)
+        total += positions * bit_patterns
+    return total
 
 
 @dataclass(frozen=True)
@@ -181,6 +218,13 @@ class ModelConfig:
     rate: float = 0.0
 
     def __post_init__(self) -> None:
+        _checks.check_seed(self.seed)
+        if self.trigger is not None and not isinstance(self.trigger, PatchSpec):
+            raise TypeError(f"trigger must be a PatchSpec or None, got {type(self.trigger).__name__}")
+        for name in ("target", "source"):
+            if getattr(self, name) is not None:
+                _checks.check_int(name, getattr(self, name), minimum=0)
+        _checks.check_rate("rate", self.rate)
         if self.attack not in ATTACKS:
             raise ValueError(f"attack must be one of {ATTACKS}, got {self.attack!r}")
         if self.attack == "clean":
@@ -232,6 +276,13 @@ def zoo_spec(
     >>> sorted(config.attack for config in spec)
     ['all_to_one', 'clean', 'clean', 'clean', 'one_source', 'one_source']
     """
+    _checks.check_int("num_clean", num_clean, minimum=0)
+    _checks.check_int("num_poisoned", num_poisoned, minimum=0)
+    _checks.check_seed(seed)
+    _checks.check_int("num_classes", num_classes, minimum=2)
+    _checks.check_rate("one_source_share", one_source_share)
+    _checks.check_rate("all_to_one_rate", all_to_one_rate, strict_minimum=True)
+    _checks.check_rate("one_source_rate", one_source_rate, strict_minimum=True)
     if num_clean < 0 or num_poisoned < 0 or num_clean + num_poisoned == 0:
         raise ValueError(f"need a non-empty zoo, got num_clean={num_clean}, num_poisoned={num_poisoned}")
     if num_poisoned and not triggers:
@@ -268,7 +319,11 @@ class ZooCNN(nn.Module):
 
     def __init__(self, *, channels: tuple[int, int] = (8, 16), in_channels: int = 1, num_classes: int = 10) -> None:
         super().__init__()
-        c1, c2 = channels
+        if not isinstance(channels, (tuple, list)) or len(channels) != 2:
+            raise TypeError(f"channels must be a pair of ints, got {channels!r}")
+        c1, c2 = (_checks.check_int("channels", c, minimum=1) for c in channels)
+        _checks.check_int("in_channels", in_channels, minimum=1)
+        _checks.check_int("num_classes", num_classes, minimum=2)
         self.channels = (c1, c2)
         self.normalize = Normalize(MNIST_MEAN * in_channels, MNIST_STD * in_channels)
         self.conv1 = nn.Conv2d(in_channels, c1, 5)
@@ -360,7 +415,9 @@ class ModelStack(nn.Module):
     def member(self, index: int) -> ZooCNN:
         """Model ``index`` as a standalone :class:`ZooCNN` (a copy, in eval mode)."""
         a = self.architecture
-        model = ZooCNN(channels=(a["c1"], a["c2"]), in_channels=a["in_channels"], num_classes=a["num_classes"])
+        _checks.check_int("index", index, minimum=-len(self), maximum=len(self) - 1)
+        with train_module.seeded(0):  # the constructor's random weights are overwritten: keep the global RNG
+            model = ZooCNN(channels=(a["c1"], a["c2"]), in_channels=a["in_channels"], num_classes=a["num_classes"])
         model.load_state_dict({name: value[index].detach().clone() for name, value in self.parameter_dict().items()},
                               strict=False)
         return model.eval()
@@ -453,8 +510,14 @@ def training_plan(configs: Sequence[ModelConfig], data: ImageSet, *, subset_size
     """
     if not configs:
         raise ValueError("configs is empty: a zoo needs at least one model")
-    if not 1 <= subset_size <= len(data):
-        raise ValueError(f"subset_size must be in [1, {len(data)}], got {subset_size}")
+    if not isinstance(data, ImageSet):
+        raise TypeError(f"data must be an ImageSet, got {type(data).__name__}")
+    _checks.check_int("subset_size", subset_size, minimum=1, maximum=len(data))
+    for config in configs:
+        for name in ("target", "source"):
+            if getattr(config, name) is not None and getattr(config, name) >= data.num_classes:
+                raise ValueError(f"{name} of the model with seed {config.seed} must be a class of data "
+                                 f"(< {data.num_classes}), got {getattr(config, name)}")
     shape = data.image_shape
     masks, patterns, targets = _stamps(configs, shape, data.num_classes)
     indices, flags = [], []
@@ -544,8 +607,9 @@ def train_stack(
     """
     if method not in ("grouped", "loop"):
         raise ValueError(f"method must be 'grouped' or 'loop', got {method!r}")
-    if epochs < 1 or batch_size < 1:
-        raise ValueError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
+    _checks.check_int("epochs", epochs, minimum=1)
+    _checks.check_int("batch_size", batch_size, minimum=1)
+    _checks.check_real("max_lr", max_lr, minimum=0.0, strict_minimum=True)
     plan = training_plan(configs, data, subset_size=subset_size)
     orders = _orders(configs, subset_size, epochs)
     steps_per_epoch = math.ceil(subset_size / batch_size)
@@ -599,6 +663,9 @@ def evaluate_zoo(
     """
     if len(stack) != len(configs):
         raise ValueError(f"stack holds {len(stack)} models but {len(configs)} configs were given")
+    if not isinstance(test, ImageSet):
+        raise TypeError(f"test must be an ImageSet, got {type(test).__name__}")
+    _checks.check_int("batch_size", batch_size, minimum=1)
     k = len(stack)
     masks, patterns, targets = _stamps(configs, test.image_shape, test.num_classes)
     correct = torch.zeros(k)
@@ -609,7 +676,10 @@ def evaluate_zoo(
     for start in range(0, len(test), batch_size):
         images = test.images[start:start + batch_size]
         labels = test.labels[start:start + batch_size]
-        correct += (stack(images).argmax(-1) == labels).float().sum(1)
+        logits = stack(images)
+        if not bool(torch.isfinite(logits).all()):
+            raise ValueError("stack returned non-finite logits (NaN or inf): a model's weights are broken")
+        correct += (logits.argmax(-1) == labels).float().sum(1)
         if attacked.any():
             stamped = torch.lerp(images.unsqueeze(0), patterns.unsqueeze(1), masks.unsqueeze(1))
             predicted = stack(stamped).argmax(-1)
@@ -707,10 +777,20 @@ def train_zoo(
     """
     if not configs:
         raise ValueError("configs is empty: a zoo needs at least one model")
-    if group_size < 1:
-        raise ValueError(f"group_size must be >= 1, got {group_size}")
+    for index, config in enumerate(configs):
+        if not isinstance(config, ModelConfig):
+            raise TypeError(f"configs[{index}] must be a ModelConfig, got {type(config).__name__}")
+    for name, value in (("data", data), ("test", test)):
+        if not isinstance(value, ImageSet):
+            raise TypeError(f"{name} must be an ImageSet, got {type(value).__name__}")
+    _checks.check_int("group_size", group_size, minimum=1)
+    _checks.check_real("min_accuracy", min_accuracy)
+    _checks.check_real("min_attack_success", min_attack_success)
     settings = {"subset_size": subset_size, "epochs": epochs, "batch_size": batch_size, "max_lr": max_lr,
                 "method": method, "data_size": len(data), "test_size": len(test)}
+    if cache is not None:  # key on the data actually used, not only its size
+        settings["data_digest"] = tensor_digest(data.images, data.labels)
+        settings["test_digest"] = tensor_digest(test.images, test.labels)
     stacks, accuracies, successes = [], [], []
     seconds, built = 0.0, 0
     groups = [list(configs[i:i + group_size]) for i in range(0, len(configs), group_size)]

@@ -1,0 +1,782 @@
+"""Contract tests over the whole public API of backdoorlab.
+
+Every public function (and class with a validating constructor) is called with bad types,
+shapes, ranges, NaN/inf, bad seeds and broken models; each call must raise ``ValueError`` or
+``TypeError`` whose message names the offending argument, within a timeout (nothing hangs).
+Valid calls must leave their inputs unchanged. A coverage test fails when a new public
+function is added without contract cases, so the table grows with the package.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import math
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import backdoorlab as bl
+from backdoorlab import attribution, cache, copula, data, dcae, models, plot, recipes, stats, train, triggers, uap
+from backdoorlab import ulp, zoo
+from backdoorlab.data import ImageSet
+
+TIMEOUT_SECONDS = 20
+DIGITS = tuple("0123456789")
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float):
+    """Fail (TimeoutError) if the block runs longer than ``seconds`` (SIGALRM; main thread)."""
+    def handler(signum, frame):
+        raise TimeoutError(f"call did not return within {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, handler)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+# --------------------------------------------------------------------------- tiny inputs
+
+
+def images(n: int = 4, shape: tuple[int, int, int] = (1, 28, 28), seed: int = 0) -> torch.Tensor:
+    return torch.rand(n, *shape, generator=torch.Generator().manual_seed(seed))
+
+
+def dataset(n: int = 40, seed: int = 0) -> ImageSet:
+    return ImageSet(images(n, seed=seed), torch.arange(n) % 10, DIGITS)
+
+
+class Linear(nn.Module):
+    """A tiny valid classifier: (N, 1, 28, 28) -> (N, 10)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        with train.seeded(0):
+            self.layer = nn.Linear(28 * 28, 10)
+
+    def forward(self, x):
+        return self.layer(x.flatten(1))
+
+
+class Broken(Linear):
+    """A classifier with a defect: NaN logits, extra axis, one class, or flat output."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+
+    def forward(self, x):
+        logits = super().forward(x)
+        if self.kind == "nan":
+            return logits * float("nan")
+        if self.kind == "inf":
+            return logits + float("inf")
+        if self.kind == "extra_axis":
+            return logits.unsqueeze(-1)
+        if self.kind == "one_class":
+            return logits[:, :1]
+        return logits[:, 0]  # "flat": (N,)
+
+
+BROKEN = ("nan", "inf", "extra_axis", "one_class", "flat")
+
+
+def trigger() -> triggers.Trigger:
+    return triggers.patch_trigger(image_shape=(1, 28, 28), size=3, position=(25, 25))
+
+
+def tiny_zoo(labels=(0, 1, 0, 1)) -> zoo.Zoo:
+    stack = zoo.ModelStack.initial(list(range(len(labels))))
+    k = len(labels)
+    return zoo.Zoo(stack, [zoo.ModelConfig(i) for i in range(k)], torch.tensor(labels), torch.ones(k), torch.ones(k))
+
+
+def correlation() -> np.ndarray:
+    return np.array([[1.0, 0.5, 0.2], [0.5, 1.0, 0.3], [0.2, 0.3, 1.0]])
+
+
+def latents(n: int = 40) -> np.ndarray:
+    return np.random.default_rng(0).normal(size=(n, 3))
+
+
+def vine():
+    return copula.gaussian_dvine(correlation())
+
+
+def autoencoder() -> dcae.Autoencoder:
+    with train.seeded(0):
+        return dcae.NotebookAutoencoder(hidden=8, latent_dim=2)
+
+
+def spec() -> zoo.PatchSpec:
+    return zoo.PatchSpec(size=2, row=0, col=0, bits=(1, 0, 1, 1))
+
+
+# --------------------------------------------------------------------------- bad calls
+
+
+@dataclass(frozen=True)
+class Bad:
+    """A call that must raise ValueError/TypeError whose message contains ``names``."""
+
+    target: str  # "module.function" covered by this case
+    label: str
+    call: Callable[[], Any]
+    names: tuple[str, ...]
+
+
+CASES: list[Bad] = []
+
+
+def bad(target: str, label: str, names: str | tuple[str, ...], call: Callable[[], Any]) -> None:
+    CASES.append(Bad(target, label, call, (names,) if isinstance(names, str) else names))
+
+
+NAN, INF = float("nan"), float("inf")
+BAD_SEEDS = (1.5, "0", -1, None, True, 2**64, NAN)
+BAD_RATES = (NAN, -0.1, 1.5, INF, "0.1", None)
+
+# ---- data
+bad("data.check_images", "int images", "images", lambda: data.check_images(torch.zeros(1, 1, 2, 2, dtype=torch.long)))
+bad("data.check_images", "3-D", "images", lambda: data.check_images(torch.zeros(1, 2, 2)))
+bad("data.check_images", "NaN", "images", lambda: data.check_images(torch.full((1, 1, 2, 2), NAN)))
+bad("data.check_images", "list", "images", lambda: data.check_images([[0.0]]))
+bad("data.ImageSet", "labels float", "labels", lambda: ImageSet(images(2), torch.zeros(2), DIGITS))
+bad("data.ImageSet", "labels short", "labels", lambda: ImageSet(images(2), torch.zeros(1, dtype=torch.long), DIGITS))
+bad("data.ImageSet", "label out of range", "labels", lambda: ImageSet(images(2), torch.tensor([0, 10]), DIGITS))
+bad("data.ImageSet", "classes str", "classes", lambda: ImageSet(images(2), torch.tensor([0, 1]), "ab"))
+bad("data.ImageSet", "images >1", "images", lambda: ImageSet(images(2) + 1, torch.tensor([0, 1]), DIGITS))
+for seed in BAD_SEEDS:
+    bad("data.ImageSet.sample", f"seed {seed!r}", "seed", lambda seed=seed: dataset().sample(3, seed=seed))
+bad("data.ImageSet.sample", "n too big", "n", lambda: dataset().sample(41, seed=0))
+bad("data.ImageSet.sample", "n float", "n", lambda: dataset().sample(2.5, seed=0))
+bad("data.ImageSet.subset", "float indices", "indices", lambda: dataset().subset([0.5]))
+bad("data.ImageSet.subset", "index out of range", "indices", lambda: dataset().subset([40]))
+bad("data.ImageSet.where", "int mask", "mask", lambda: dataset().where(torch.ones(40, dtype=torch.long)))
+bad("data.ImageSet.batches", "batch_size 0", "batch_size", lambda: list(dataset().batches(0)))
+bad("data.ImageSet.batches", "batch_size float", "batch_size", lambda: list(dataset().batches(2.0)))
+
+# ---- models
+bad("models.Normalize", "std 0", "std", lambda: models.Normalize([0.5], [0.0]))
+bad("models.Normalize", "length", "mean", lambda: models.Normalize([0.5, 0.5], [1.0]))
+bad("models.MnistCNN", "num_classes 0", "num_classes", lambda: models.MnistCNN(num_classes=0))
+bad("models.MnistCNN", "channels float", "channels", lambda: models.MnistCNN(channels=(1.5, 2)))
+bad("models.MnistCNN", "hidden -1", "hidden", lambda: models.MnistCNN(hidden=-1))
+bad("models.MnistMLP", "hidden 0", "hidden", lambda: models.MnistMLP(hidden=(0,)))
+bad("models.MnistMLP", "num_classes float", "num_classes", lambda: models.MnistMLP(num_classes=2.5))
+bad("models.CifarCNN", "width 0", "width", lambda: models.CifarCNN(width=0))
+bad("models.CifarCNN", "hidden 0", "hidden", lambda: models.CifarCNN(hidden=0))
+
+# ---- train
+for seed in BAD_SEEDS:
+    bad("train.seeded", f"seed {seed!r}", "seed", lambda seed=seed: train.seeded(seed).__enter__())
+    bad("train.fit", f"seed {seed!r}", "seed", lambda seed=seed: train.fit(Linear(), dataset(), epochs=1, seed=seed))
+bad("train.fit", "epochs 0", "epochs", lambda: train.fit(Linear(), dataset(), epochs=0, seed=0))
+bad("train.fit", "epochs float", "epochs", lambda: train.fit(Linear(), dataset(), epochs=1.5, seed=0))
+bad("train.fit", "max_lr NaN", "max_lr", lambda: train.fit(Linear(), dataset(), epochs=1, seed=0, batch_size=8,
+                                                           max_lr=NAN))
+bad("train.fit", "max_lr inf", "max_lr", lambda: train.fit(Linear(), dataset(), epochs=1, seed=0, batch_size=8,
+                                                           max_lr=INF))
+bad("train.fit", "weight_decay -1", "weight_decay", lambda: train.fit(Linear(), dataset(), epochs=1, seed=0,
+                                                                      batch_size=8, weight_decay=-1.0))
+bad("train.fit", "batch_size big", "batch_size", lambda: train.fit(Linear(), dataset(), epochs=1, seed=0, batch_size=41))
+bad("train.fit", "data tensor", "data", lambda: train.fit(Linear(), images(), epochs=1, seed=0))
+bad("train.fit", "model not a module", "model", lambda: train.fit(lambda x: x, dataset(), epochs=1, seed=0))
+bad("train.fit", "huge max_lr diverges", "loss", lambda: train.fit(Broken("nan"), dataset(), epochs=1, seed=0,
+                                                                   batch_size=8, loss_fn=lambda z, y: z.sum()))
+for kind in BROKEN:
+    bad("train.fit", f"broken model {kind}", "model", lambda kind=kind: train.fit(Broken(kind), dataset(), epochs=1,
+                                                                                  seed=0, batch_size=8))
+    bad("train.predict", f"broken model {kind}", "model", lambda kind=kind: train.predict(Broken(kind), images()))
+    bad("train.accuracy", f"broken model {kind}", "model", lambda kind=kind: train.accuracy(Broken(kind), dataset()))
+bad("train.predict", "batch_size 0", "batch_size", lambda: train.predict(Linear(), images(), batch_size=0))
+bad("train.predict", "NaN images", "images", lambda: train.predict(Linear(), torch.full((1, 1, 28, 28), NAN)))
+bad("train.predict", "model None", "model", lambda: train.predict(None, images()))
+bad("train.accuracy", "data tensor", "data", lambda: train.accuracy(Linear(), images()))
+
+# ---- triggers
+bad("triggers.Trigger", "mask int", "mask", lambda: triggers.Trigger(torch.ones(1, 4, 4, dtype=torch.long),
+                                                                    torch.ones(1, 4, 4)))
+bad("triggers.Trigger", "pattern NaN", "pattern", lambda: triggers.Trigger(torch.ones(1, 4, 4),
+                                                                          torch.full((1, 4, 4), NAN)))
+bad("triggers.Trigger", "shapes", "mask", lambda: triggers.Trigger(torch.ones(1, 3, 3), torch.ones(1, 4, 4)))
+bad("triggers.Trigger.apply", "wrong image shape", "images", lambda: trigger().apply(images(2, (1, 27, 27))))
+bad("triggers.Trigger.apply", "NaN images", "images", lambda: trigger().apply(torch.full((1, 1, 28, 28), NAN)))
+bad("triggers.patch_trigger", "size 0", "size", lambda: triggers.patch_trigger(image_shape=(1, 8, 8), size=0,
+                                                                              position=(0, 0)))
+bad("triggers.patch_trigger", "size float", "size", lambda: triggers.patch_trigger(image_shape=(1, 8, 8), size=2.5,
+                                                                                  position=(0, 0)))
+bad("triggers.patch_trigger", "outside", "position", lambda: triggers.patch_trigger(image_shape=(1, 8, 8), size=2,
+                                                                                   position=(7, 7)))
+bad("triggers.patch_trigger", "image_shape 2-D", "image_shape", lambda: triggers.patch_trigger(image_shape=(8, 8),
+                                                                                              size=2, position=(0, 0)))
+bad("triggers.patch_trigger", "pattern name", "pattern", lambda: triggers.patch_trigger(image_shape=(1, 8, 8), size=2,
+                                                                                       position=(0, 0), pattern="red"))
+bad("triggers.blended_trigger", "alpha NaN", "alpha", lambda: triggers.blended_trigger(torch.ones(1, 4, 4), alpha=NAN))
+bad("triggers.blended_trigger", "alpha 0", "alpha", lambda: triggers.blended_trigger(torch.ones(1, 4, 4), alpha=0.0))
+bad("triggers.blended_trigger", "pattern list", "pattern", lambda: triggers.blended_trigger([[1.0]], alpha=0.5))
+for rate in BAD_RATES:
+    bad("triggers.poison", f"rate {rate!r}", "rate", lambda rate=rate: triggers.poison(dataset(), trigger(), rate=rate,
+                                                                                       target=0, seed=0))
+for seed in BAD_SEEDS:
+    bad("triggers.poison", f"seed {seed!r}", "seed", lambda seed=seed: triggers.poison(dataset(), trigger(), rate=0.1,
+                                                                                       target=0, seed=seed))
+bad("triggers.poison", "target 10", "target", lambda: triggers.poison(dataset(), trigger(), rate=0.1, target=10, seed=0))
+bad("triggers.poison", "target bool", "target", lambda: triggers.poison(dataset(), trigger(), rate=0.1, target=True,
+                                                                        seed=0))
+bad("triggers.poison", "source = target", "source", lambda: triggers.poison(dataset(), trigger(), rate=0.1, target=1,
+                                                                            source=1, seed=0))
+for kind in BROKEN:
+    bad("triggers.attack_success_rate", f"broken model {kind}", "model",
+        lambda kind=kind: triggers.attack_success_rate(Broken(kind), dataset(), trigger(), target=0))
+bad("triggers.attack_success_rate", "trigger None", "trigger",
+    lambda: triggers.attack_success_rate(Linear(), dataset(), None, target=0))
+bad("triggers.attack_success_rate", "batch_size 0", "batch_size",
+    lambda: triggers.attack_success_rate(Linear(), dataset(), trigger(), target=0, batch_size=0))
+
+# ---- cache
+bad("cache.cache_key", "empty name", "name", lambda: cache.cache_key("", {}, sources=[]))
+bad("cache.cache_key", "NaN config", "config", lambda: cache.cache_key("a", {"x": NAN}, sources=[]))
+bad("cache.cache_key", "int key", "config", lambda: cache.cache_key("a", {1: 2}, sources=[]))
+bad("cache.cache_key", "config list", "config", lambda: cache.cache_key("a", [1], sources=[]))
+bad("cache.cache_root", "int root", "root", lambda: cache.cache_root(3))
+bad("cache.ArtifactCache", "int root", "root", lambda: cache.ArtifactCache(3))
+bad("data.data_root", "int root", "root", lambda: data.data_root(3))
+bad("data.mnist", "int root", "root", lambda: data.mnist(root=3, download=False))
+bad("cache.tensor_digest", "not a tensor", "tensors", lambda: cache.tensor_digest([1.0]))
+for name in ("../x", "/etc/passwd", "a/b", "..", "", "a\x00b", 3):
+    bad("cache.ArtifactCache.get_or_build", f"name {name!r}", "name",
+        lambda name=name: cache.ArtifactCache("/nonexistent-root").get_or_build(
+            name, {}, lambda: cache.Artifact({"w": torch.zeros(1)})))
+    bad("cache.ArtifactCache.path", f"name {name!r}", "name",
+        lambda name=name: cache.ArtifactCache("/nonexistent-root").path(name, "a" * 64))
+bad("cache.ArtifactCache.path", "key with slash", "key", lambda: cache.ArtifactCache("/r").path("a", "../" * 10))
+bad("cache.ArtifactCache.get_or_build", "build not callable", "build",
+    lambda: cache.ArtifactCache("/nonexistent-root").get_or_build("a", {}, 3))
+
+# ---- uap
+for kind in BROKEN:
+    bad("uap.fooling_rate", f"broken model {kind}", "model",
+        lambda kind=kind: uap.fooling_rate(Broken(kind), images(), torch.zeros(1, 28, 28)))
+    bad("uap.sgd_universal_perturbation", f"broken model {kind}", "model",
+        lambda kind=kind: uap.sgd_universal_perturbation(Broken(kind), images(), xi=0.1, p=math.inf, epochs=1))
+    bad("uap.universal_perturbation", f"broken model {kind}", "model",
+        lambda kind=kind: uap.universal_perturbation(Broken(kind), images(), xi=0.1, p=math.inf, max_passes=1))
+    bad("uap.deepfool", f"broken model {kind}", "model", lambda kind=kind: uap.deepfool(Broken(kind), images(2)))
+bad("uap.fooling_rate", "v NaN", "v", lambda: uap.fooling_rate(Linear(), images(), torch.full((1, 28, 28), NAN)))
+bad("uap.fooling_rate", "v shape", "v", lambda: uap.fooling_rate(Linear(), images(), torch.zeros(28, 28)))
+bad("uap.deepfool", "overshoot NaN", "overshoot", lambda: uap.deepfool(Linear(), images(2), overshoot=NAN))
+bad("uap.deepfool", "max_iter 0", "max_iter", lambda: uap.deepfool(Linear(), images(2), max_iter=0))
+bad("uap.project_lp", "xi NaN", "xi", lambda: uap.project_lp(torch.zeros(1, 2, 2), NAN, 2))
+bad("uap.project_lp", "p 1", "p", lambda: uap.project_lp(torch.zeros(1, 2, 2), 1.0, 1))
+bad("uap.project_lp", "v list", "v", lambda: uap.project_lp([0.0], 1.0, 2))
+for seed in BAD_SEEDS:
+    bad("uap.random_perturbation", f"seed {seed!r}", "seed",
+        lambda seed=seed: uap.random_perturbation((1, 4, 4), xi=0.1, p=2, seed=seed))
+    bad("uap.universal_perturbation", f"seed {seed!r}", "seed",
+        lambda seed=seed: uap.universal_perturbation(Linear(), images(), xi=0.1, p=2, seed=seed))
+    bad("uap.sgd_universal_perturbation", f"seed {seed!r}", "seed",
+        lambda seed=seed: uap.sgd_universal_perturbation(Linear(), images(), xi=0.1, p=2, seed=seed))
+bad("uap.random_perturbation", "dtype int", "dtype",
+    lambda: uap.random_perturbation((1, 4, 4), xi=0.1, p=2, seed=0, dtype=torch.int64))
+bad("uap.random_perturbation", "dtype str", "dtype",
+    lambda: uap.random_perturbation((1, 4, 4), xi=0.1, p=math.inf, seed=0, dtype="float32"))
+bad("uap.random_perturbation", "xi inf", "xi", lambda: uap.random_perturbation((1, 4, 4), xi=INF, p=2, seed=0))
+bad("uap.random_perturbation", "shape", "shape", lambda: uap.random_perturbation((4, 4), xi=0.1, p=2, seed=0))
+bad("uap.checkerboard", "dtype int", "dtype", lambda: uap.checkerboard((1, 4, 4), amplitude=0.1, dtype=torch.int32))
+bad("uap.checkerboard", "amplitude NaN", "amplitude", lambda: uap.checkerboard((1, 4, 4), amplitude=NAN))
+bad("uap.checkerboard", "square 0", "square", lambda: uap.checkerboard((1, 4, 4), amplitude=0.1, square=0))
+bad("uap.universal_perturbation", "delta 1", "delta",
+    lambda: uap.universal_perturbation(Linear(), images(), xi=0.1, p=2, delta=1.0))
+bad("uap.universal_perturbation", "xi NaN", "xi", lambda: uap.universal_perturbation(Linear(), images(), xi=NAN, p=2))
+bad("uap.sgd_universal_perturbation", "lr NaN", "lr",
+    lambda: uap.sgd_universal_perturbation(Linear(), images(), xi=0.1, p=2, lr=NAN))
+bad("uap.sgd_universal_perturbation", "epochs 0", "epochs",
+    lambda: uap.sgd_universal_perturbation(Linear(), images(), xi=0.1, p=2, epochs=0))
+
+# ---- attribution
+for kind in ("nan_images", "inf_images"):
+    value = NAN if kind == "nan_images" else INF
+    bad("attribution.integrated_gradients", kind, "images",
+        lambda value=value: attribution.integrated_gradients(Linear(), torch.full((1, 1, 28, 28), value), target=0))
+    bad("attribution.gradients", kind, "images",
+        lambda value=value: attribution.gradients(Linear(), torch.full((1, 1, 28, 28), value), target=0))
+    bad("attribution.gradient_times_input", kind, "images",
+        lambda value=value: attribution.gradient_times_input(Linear(), torch.full((1, 1, 28, 28), value), target=0))
+    bad("attribution.integrated_gradients", f"{kind} baseline", "baseline",
+        lambda value=value: attribution.integrated_gradients(Linear(), images(1), target=0,
+                                                             baseline=torch.full((1, 1, 28, 28), value)))
+for kind in ("extra_axis", "flat"):  # one output is a valid scalar score for attribution
+    bad("attribution.integrated_gradients", f"broken model {kind}", ("model", "output"),
+        lambda kind=kind: attribution.integrated_gradients(Broken(kind), images(1), target=0))
+bad("attribution.integrated_gradients", "num_steps 0", "num_steps",
+    lambda: attribution.integrated_gradients(Linear(), images(1), target=0, num_steps=0))
+bad("attribution.integrated_gradients", "target float", "target",
+    lambda: attribution.integrated_gradients(Linear(), images(1), target=0.5))
+bad("attribution.integrated_gradients", "method", "method",
+    lambda: attribution.integrated_gradients(Linear(), images(1), target=0, method="simpson"))
+bad("attribution.gradients", "batch_size 0", "batch_size",
+    lambda: attribution.gradients(Linear(), images(1), target=0, batch_size=0))
+bad("attribution.quadrature_rule", "num_steps float", "num_steps", lambda: attribution.quadrature_rule("riemann_left", 2.5))
+bad("attribution.quadrature_rule", "method", "method", lambda: attribution.quadrature_rule("nope", 4))
+bad("attribution.black_baseline", "list", "images", lambda: attribution.black_baseline([0.0]))
+bad("attribution.blurred_baseline", "sigma NaN", "sigma", lambda: attribution.blurred_baseline(images(1), sigma=NAN))
+bad("attribution.blurred_baseline", "sigma -1", "sigma", lambda: attribution.blurred_baseline(images(1), sigma=-1.0))
+for seed in (1.5, "0", True):
+    bad("attribution.uniform_noise_baseline", f"seed {seed!r}", "seed",
+        lambda seed=seed: attribution.uniform_noise_baseline(images(1), seed=seed))
+bad("attribution.uniform_noise_baseline", "seed -1", "seed", lambda: attribution.uniform_noise_baseline(images(1), seed=-1))
+bad("attribution.uniform_noise_baseline", "low > high", ("low", "high"),
+    lambda: attribution.uniform_noise_baseline(images(1), low=0.8, high=0.2))
+bad("attribution.positive_mass_share", "mask shape", "mask",
+    lambda: attribution.positive_mass_share(torch.rand(2, 1, 4, 4), torch.ones(3, 3)))
+bad("attribution.positive_mass_share", "NaN attributions", "attributions",
+    lambda: attribution.positive_mass_share(torch.full((2, 1, 4, 4), NAN), torch.ones(1, 4, 4)))
+bad("attribution.affine_split", "not a module", "model", lambda: attribution.affine_split("model"))
+
+# ---- zoo
+bad("zoo.PatchSpec", "size 0", "size", lambda: zoo.PatchSpec(size=0, row=0, col=0, bits=()))
+bad("zoo.PatchSpec", "row float", "row", lambda: zoo.PatchSpec(size=1, row=0.5, col=0, bits=(1,)))
+bad("zoo.PatchSpec", "col -1", "col", lambda: zoo.PatchSpec(size=1, row=0, col=-1, bits=(1,)))
+bad("zoo.PatchSpec", "bits 2", "bits", lambda: zoo.PatchSpec(size=1, row=0, col=0, bits=(2,)))
+bad("zoo.PatchSpec", "bits list", "bits", lambda: zoo.PatchSpec(size=1, row=0, col=0, bits=[1]))
+for seed in BAD_SEEDS:
+    bad("zoo.ModelConfig", f"seed {seed!r}", "seed", lambda seed=seed: zoo.ModelConfig(seed))
+    bad("zoo.random_patch_triggers", f"seed {seed!r}", "seed", lambda seed=seed: zoo.random_patch_triggers(2, seed=seed))
+    bad("zoo.zoo_spec", f"seed {seed!r}", "seed",
+        lambda seed=seed: zoo.zoo_spec(num_clean=1, num_poisoned=1, triggers=[spec()], seed=seed))
+for rate in BAD_RATES:
+    bad("zoo.ModelConfig", f"rate {rate!r}", "rate", lambda rate=rate: zoo.ModelConfig(0, "all_to_one", spec(), 1,
+                                                                                       None, rate))
+bad("zoo.ModelConfig", "attack", "attack", lambda: zoo.ModelConfig(0, "other"))
+bad("zoo.ModelConfig", "trigger type", "trigger", lambda: zoo.ModelConfig(0, "all_to_one", "patch", 1, None, 0.1))
+bad("zoo.ModelConfig", "target float", "target", lambda: zoo.ModelConfig(0, "all_to_one", spec(), 1.5, None, 0.1))
+bad("zoo.ModelConfig", "target -1", "target", lambda: zoo.ModelConfig(0, "all_to_one", spec(), -1, None, 0.1))
+bad("zoo.random_patch_triggers", "min_on above one bit", "min_on",
+    lambda: zoo.random_patch_triggers(3, seed=0, sizes=(1,), image_shape=(1, 1, 1), margin=0, min_on=1.0))
+bad("zoo.random_patch_triggers", "count too many", "count",
+    lambda: zoo.random_patch_triggers(5, seed=0, sizes=(1,), image_shape=(1, 2, 1), margin=0, min_on=0.0))
+bad("zoo.random_patch_triggers", "min_on 2", "min_on", lambda: zoo.random_patch_triggers(2, seed=0, min_on=2.0))
+bad("zoo.random_patch_triggers", "count NaN", "count", lambda: zoo.random_patch_triggers(NAN, seed=0))
+bad("zoo.random_patch_triggers", "count float", "count", lambda: zoo.random_patch_triggers(2.0, seed=0))
+bad("zoo.random_patch_triggers", "sizes too big", "sizes", lambda: zoo.random_patch_triggers(2, seed=0, sizes=(40,)))
+bad("zoo.random_patch_triggers", "placement", "placement",
+    lambda: zoo.random_patch_triggers(2, seed=0, placement="middle"))
+bad("zoo.zoo_spec", "num_clean -1", "num_clean", lambda: zoo.zoo_spec(num_clean=-1, num_poisoned=1, triggers=[spec()],
+                                                                      seed=0))
+bad("zoo.zoo_spec", "num_poisoned float", "num_poisoned",
+    lambda: zoo.zoo_spec(num_clean=1, num_poisoned=1.5, triggers=[spec()], seed=0))
+bad("zoo.zoo_spec", "one_source_share NaN", "one_source_share",
+    lambda: zoo.zoo_spec(num_clean=1, num_poisoned=2, triggers=[spec()], seed=0, one_source_share=NAN))
+bad("zoo.zoo_spec", "num_classes 1", "num_classes",
+    lambda: zoo.zoo_spec(num_clean=1, num_poisoned=2, triggers=[spec()], seed=0, num_classes=1))
+bad("zoo.zoo_spec", "all_to_one_rate 2", "all_to_one_rate",
+    lambda: zoo.zoo_spec(num_clean=1, num_poisoned=2, triggers=[spec()], seed=0, all_to_one_rate=2.0))
+bad("zoo.ZooCNN", "channels 0", "channels", lambda: zoo.ZooCNN(channels=(0, 4)))
+bad("zoo.ZooCNN", "num_classes 1", "num_classes", lambda: zoo.ZooCNN(num_classes=1))
+bad("zoo.ModelStack.initial", "seed float", "seed", lambda: zoo.ModelStack.initial([1.5]))
+bad("zoo.ModelStack.member", "index 9", "index", lambda: zoo.ModelStack.initial([0, 1]).member(9))
+bad("zoo.ModelStack.from_models", "not ZooCNN", "models", lambda: zoo.ModelStack.from_models([Linear()]))
+bad("zoo.training_plan", "subset_size 0", "subset_size",
+    lambda: zoo.training_plan([zoo.ModelConfig(0)], dataset(), subset_size=0))
+bad("zoo.training_plan", "target beyond classes", "target",
+    lambda: zoo.training_plan([zoo.ModelConfig(0, "all_to_one", spec(), 12, None, 0.5)], dataset(), subset_size=20))
+bad("zoo.train_stack", "max_lr NaN", "max_lr",
+    lambda: zoo.train_stack([zoo.ModelConfig(0)], dataset(), subset_size=8, max_lr=NAN))
+bad("zoo.train_stack", "epochs 0", "epochs", lambda: zoo.train_stack([zoo.ModelConfig(0)], dataset(), subset_size=8,
+                                                                     epochs=0))
+bad("zoo.train_stack", "method", "method", lambda: zoo.train_stack([zoo.ModelConfig(0)], dataset(), subset_size=8,
+                                                                   method="vmap"))
+bad("zoo.train_zoo", "configs dicts", "configs", lambda: zoo.train_zoo([{"seed": 0}], dataset(), dataset(),
+                                                                      subset_size=8))
+bad("zoo.train_zoo", "group_size 0", "group_size", lambda: zoo.train_zoo([zoo.ModelConfig(0)], dataset(), dataset(),
+                                                                        subset_size=8, group_size=0))
+bad("zoo.train_zoo", "min_accuracy NaN", "min_accuracy",
+    lambda: zoo.train_zoo([zoo.ModelConfig(0)], dataset(), dataset(), subset_size=8, min_accuracy=NAN))
+bad("zoo.train_zoo", "test tensor", "test", lambda: zoo.train_zoo([zoo.ModelConfig(0)], dataset(), images(),
+                                                                 subset_size=8))
+bad("zoo.evaluate_zoo", "configs length", "configs",
+    lambda: zoo.evaluate_zoo(zoo.ModelStack.initial([0, 1]), [zoo.ModelConfig(0)], dataset()))
+bad("zoo.evaluate_zoo", "batch_size 0", "batch_size",
+    lambda: zoo.evaluate_zoo(zoo.ModelStack.initial([0]), [zoo.ModelConfig(0)], dataset(), batch_size=0))
+
+# ---- ulp
+bad("ulp.LitmusDetector", "num_patterns 0", "num_patterns", lambda: ulp.LitmusDetector(num_patterns=0))
+bad("ulp.LitmusDetector", "num_patterns float", "num_patterns", lambda: ulp.LitmusDetector(num_patterns=2.5))
+bad("ulp.LitmusDetector", "seed float", "seed", lambda: ulp.LitmusDetector(num_patterns=2, seed=1.5))
+bad("ulp.LitmusDetector", "image_shape", "image_shape", lambda: ulp.LitmusDetector(num_patterns=2, image_shape=(28, 28)))
+for option in ("pattern_lr", "head_lr"):
+    for value in (NAN, 0.0, -1.0, INF):
+        bad("ulp.train_detector", f"{option} {value}", option,
+            lambda option=option, value=value: ulp.train_detector(ulp.LitmusDetector(num_patterns=1), tiny_zoo(),
+                                                                  epochs=1, **{option: value}))
+for option in ("tv_weight", "weight_decay"):
+    for value in (NAN, -1.0, INF):
+        bad("ulp.train_detector", f"{option} {value}", option,
+            lambda option=option, value=value: ulp.train_detector(ulp.LitmusDetector(num_patterns=1), tiny_zoo(),
+                                                                  epochs=1, **{option: value}))
+bad("ulp.train_detector", "labels 0/2", "labels",
+    lambda: ulp.train_detector(ulp.LitmusDetector(num_patterns=1), tiny_zoo((0, 2, 0, 2)), epochs=1))
+bad("ulp.train_detector", "seed float", "seed",
+    lambda: ulp.train_detector(ulp.LitmusDetector(num_patterns=1), tiny_zoo(), epochs=1, seed=0.5))
+bad("ulp.train_detector", "epochs 0", "epochs",
+    lambda: ulp.train_detector(ulp.LitmusDetector(num_patterns=1), tiny_zoo(), epochs=0))
+bad("ulp.train_detector", "zoo list", "zoo", lambda: ulp.train_detector(ulp.LitmusDetector(num_patterns=1), [1]))
+bad("ulp.ulp_objective", "labels length", "labels",
+    lambda: ulp.ulp_objective(ulp.LitmusDetector(num_patterns=1), zoo.ModelStack.initial([0, 1]), torch.ones(3),
+                              tv_weight=0.0))
+bad("ulp.ulp_objective", "tv_weight NaN", "tv_weight",
+    lambda: ulp.ulp_objective(ulp.LitmusDetector(num_patterns=1), zoo.ModelStack.initial([0, 1]), torch.ones(2),
+                              tv_weight=NAN))
+bad("ulp.total_variation", "3-D", "patterns", lambda: ulp.total_variation(torch.zeros(1, 4, 4)))
+bad("ulp.total_variation", "NaN", "patterns", lambda: ulp.total_variation(torch.full((1, 1, 4, 4), NAN)))
+bad("ulp.auc", "one class", "labels", lambda: ulp.auc(torch.rand(4), torch.zeros(4)))
+bad("ulp.auc", "NaN scores", "scores", lambda: ulp.auc(torch.tensor([0.1, NAN]), torch.tensor([0, 1])))
+bad("ulp.auc", "lengths", "labels", lambda: ulp.auc(torch.rand(3), torch.tensor([0, 1])))
+
+# ---- dcae
+bad("dcae.trigger_brightness", "mask NaN", "mask",
+    lambda: dcae.trigger_brightness(images(2), torch.full((1, 28, 28), NAN)))
+bad("dcae.trigger_brightness", "mask negative", "mask",
+    lambda: dcae.trigger_brightness(images(2), -torch.ones(1, 28, 28)))
+bad("dcae.trigger_brightness", "mask int", "mask",
+    lambda: dcae.trigger_brightness(images(2), torch.ones(1, 28, 28, dtype=torch.long)))
+bad("dcae.trigger_brightness", "mask zero", "mask", lambda: dcae.trigger_brightness(images(2), torch.zeros(1, 28, 28)))
+bad("dcae.trigger_brightness", "mask channels", "mask",
+    lambda: dcae.trigger_brightness(images(2), torch.ones(2, 28, 28)))
+bad("dcae.trigger_rate", "threshold NaN", "threshold",
+    lambda: dcae.trigger_rate(images(2), torch.ones(1, 28, 28), threshold=NAN))
+bad("dcae.stamp_class", "source 10", "source", lambda: dcae.stamp_class(dataset(), trigger(), source=10))
+bad("dcae.stamp_class", "trigger None", "trigger", lambda: dcae.stamp_class(dataset(), None, source=1))
+bad("dcae.class_balanced_sample", "per_class float", "per_class",
+    lambda: dcae.class_balanced_sample(dataset(), 1.5, seed=0))
+bad("dcae.class_balanced_sample", "per_class 0", "per_class", lambda: dcae.class_balanced_sample(dataset(), 0, seed=0))
+for seed in BAD_SEEDS:
+    bad("dcae.class_balanced_sample", f"seed {seed!r}", "seed",
+        lambda seed=seed: dcae.class_balanced_sample(dataset(), 1, seed=seed))
+    bad("dcae.train_autoencoder", f"seed {seed!r}", "seed",
+        lambda seed=seed: dcae.train_autoencoder(autoencoder(), dataset(), epochs=1, seed=seed, batch_size=8))
+    bad("dcae.generate", f"seed {seed!r}", "seed",
+        lambda seed=seed: dcae.generate(autoencoder(), images(8), num_samples=4, seed=seed))
+bad("dcae.train_autoencoder", "max_lr NaN", "max_lr",
+    lambda: dcae.train_autoencoder(autoencoder(), dataset(), epochs=1, seed=0, batch_size=8, max_lr=NAN))
+bad("dcae.encode", "NaN images", "images", lambda: dcae.encode(autoencoder(), torch.full((1, 1, 28, 28), NAN)))
+bad("dcae.encode", "batch_size 0", "batch_size", lambda: dcae.encode(autoencoder(), images(1), batch_size=0))
+bad("dcae.decode", "latents NaN", "latents", lambda: dcae.decode(autoencoder(), torch.full((2, 2), NAN)))
+bad("dcae.decode", "latents shape", "latents", lambda: dcae.decode(autoencoder(), torch.zeros(2, 3)))
+bad("dcae.reconstruction_error", "images 3-D", "images", lambda: dcae.reconstruction_error(autoencoder(),
+                                                                                           torch.zeros(1, 28, 28)))
+bad("dcae.generate", "num_samples 0", "num_samples",
+    lambda: dcae.generate(autoencoder(), images(8), num_samples=0, seed=0))
+bad("dcae.NotebookAutoencoder", "latent_dim 0", "latent_dim", lambda: dcae.NotebookAutoencoder(latent_dim=0))
+bad("dcae.MLPAutoencoder", "hidden 0", "hidden", lambda: dcae.MLPAutoencoder(hidden=(0,)))
+
+# ---- copula
+for seed in (1.5, "0", -1, True, None):
+    bad("copula.sample", f"seed {seed!r}", "seed", lambda seed=seed: copula.sample(vine(), 4, seed=seed, scale="copula"))
+    bad("copula.mutual_information", f"seed {seed!r}", "seed",
+        lambda seed=seed: copula.mutual_information(vine(), num_samples=10, seed=seed))
+    bad("copula.kl_divergence", f"seed {seed!r}", "seed",
+        lambda seed=seed: copula.kl_divergence(vine(), vine(), num_samples=10, seed=seed))
+bad("copula.pseudo_observations", "NaN", "latents", lambda: copula.pseudo_observations(np.full((5, 2), NAN)))
+bad("copula.pseudo_observations", "1-D", "latents", lambda: copula.pseudo_observations(np.zeros(5)))
+bad("copula.fit_marginals", "strings", "latents", lambda: copula.fit_marginals([["a", "b"]]))
+bad("copula.fit_vine", "inf", "latents", lambda: copula.fit_vine(np.full((10, 2), INF)))
+bad("copula.fit_vine", "num_threads 0", "num_threads", lambda: copula.fit_vine(latents(), num_threads=0))
+bad("copula.fit_vine", "structure", "structure", lambda: copula.fit_vine(latents(), structure="tree"))
+bad("copula.sample", "num_samples 0", "num_samples", lambda: copula.sample(vine(), 0, seed=0, scale="copula"))
+bad("copula.sample", "vine", "vine", lambda: copula.sample("vine", 4, seed=0, scale="copula"))
+bad("copula.log_density", "u out of (0,1)", "u", lambda: copula.log_density(vine(), np.full((2, 3), 1.5)))
+bad("copula.log_density", "u NaN", "u", lambda: copula.log_density(vine(), np.full((2, 3), NAN)))
+bad("copula.mutual_information", "num_samples 1", "num_samples",
+    lambda: copula.mutual_information(vine(), num_samples=1, seed=0))
+bad("copula.kl_divergence", "q", "q", lambda: copula.kl_divergence(vine(), None, num_samples=10, seed=0))
+bad("copula.grid_average", "points 0", "points_per_axis", lambda: copula.grid_average(vine(), points_per_axis=0))
+bad("copula.pairwise_dependence", "measure", "measure", lambda: copula.pairwise_dependence(latents(), measure="rho"))
+bad("copula.gaussian_mutual_information", "not PD", "correlation",
+    lambda: copula.gaussian_mutual_information(np.array([[1.0, 2.0], [2.0, 1.0]])))
+bad("copula.gaussian_mutual_information", "NaN", "correlation",
+    lambda: copula.gaussian_mutual_information(np.full((2, 2), NAN)))
+bad("copula.gaussian_kl_divergence", "shapes", "correlation",
+    lambda: copula.gaussian_kl_divergence(correlation(), np.eye(2)))
+bad("copula.gaussian_log_density", "u 1.5", "u", lambda: copula.gaussian_log_density(np.full((1, 3), 1.5), correlation()))
+bad("copula.gaussian_dvine", "order", "order", lambda: copula.gaussian_dvine(correlation(), order=[0, 0, 1]))
+bad("copula.gaussian_vine_correlation", "vine", "vine", lambda: copula.gaussian_vine_correlation(np.eye(2)))
+
+# ---- stats
+bad("stats.summarize", "NaN", "values", lambda: stats.summarize([1.0, NAN]))
+bad("stats.summarize", "level 1", "level", lambda: stats.summarize([1.0, 2.0], level=1.0))
+bad("stats.summarize", "strings", "values", lambda: stats.summarize(["a", "b"]))
+bad("stats.auc", "one class", "labels", lambda: stats.auc([1, 1], [0.1, 0.2]))
+bad("stats.auc", "NaN scores", "scores", lambda: stats.auc([0, 1], [0.1, NAN]))
+bad("stats.auc_ci", "method", "method", lambda: stats.auc_ci([0, 1, 0, 1], [0.1, 0.2, 0.3, 0.4], method="wald"))
+bad("stats.auc_ci", "num_resamples 0", "num_resamples",
+    lambda: stats.auc_ci([0, 1, 0, 1], [0.1, 0.2, 0.3, 0.4], method="bootstrap", num_resamples=0))
+bad("stats.auc_ci", "seed float", "seed",
+    lambda: stats.auc_ci([0, 1, 0, 1], [0.1, 0.2, 0.3, 0.4], method="bootstrap", seed=0.5))
+bad("stats.tpr_at_fpr", "fpr 2", "fpr", lambda: stats.tpr_at_fpr([0, 1], [0.1, 0.2], fpr=2.0))
+bad("stats.paired_test", "lengths", ("a", "b"), lambda: stats.paired_test([1.0, 2.0], [1.0]))
+bad("stats.paired_test", "inf", ("a", "b"), lambda: stats.paired_test([1.0, INF, 2.0], [1.0, 2.0, 3.0]))
+
+# ---- plot
+bad("plot.image_grid", "ncols 0", "ncols", lambda: plot.image_grid(images(2), ncols=0))
+bad("plot.image_grid", "2-D", "images", lambda: plot.image_grid(torch.zeros(4, 4)))
+bad("plot.heatmaps", "labels length", "labels", lambda: plot.heatmaps(torch.rand(2, 1, 4, 4), labels=["a"]))
+bad("plot.curves", "series length", "series", lambda: plot.curves([1, 2], {"a": [1]}, xlabel="x", ylabel="y"))
+bad("plot.roc_curves", "not a mapping", "curves_by_name", lambda: plot.roc_curves([1, 2]))
+
+# ---- recipes (argument checks run before any data is read or model trained)
+bad("recipes.mnist_classifier", "architecture", "architecture", lambda: recipes.mnist_classifier(architecture="vit"))
+bad("recipes.mnist_classifier", "poison_rate NaN", "poison_rate", lambda: recipes.mnist_classifier(poison_rate=NAN))
+bad("recipes.mnist_classifier", "seed float", "seed", lambda: recipes.mnist_classifier(seed=1.5))
+bad("recipes.clean_mnist_classifier", "seed -1", "seed", lambda: recipes.clean_mnist_classifier(seed=-1))
+bad("recipes.badnets_mnist_classifier", "rate 2", "rate", lambda: recipes.badnets_mnist_classifier(rate=2.0))
+bad("recipes.mnist_autoencoder", "architecture", "architecture", lambda: recipes.mnist_autoencoder(architecture="x"))
+bad("recipes.mnist_autoencoder", "latent_dim 0", "latent_dim", lambda: recipes.mnist_autoencoder(latent_dim=0))
+bad("recipes.mnist_zoos", "num_train", "num_train", lambda: recipes.mnist_zoos(num_train=(-1, 5)))
+bad("recipes.mnist_zoos", "min_accuracy NaN", "min_accuracy", lambda: recipes.mnist_zoos(min_accuracy=NAN))
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"{c.target}:{c.label}" for c in CASES])
+def test_bad_call_raises_an_error_that_names_the_argument(case):
+    with time_limit(TIMEOUT_SECONDS), pytest.raises((ValueError, TypeError)) as error:
+        case.call()
+    message = str(error.value)
+    assert any(name in message for name in case.names), f"{type(error.value).__name__}: {message}"
+
+
+# --------------------------------------------------------------------------- coverage of the API
+
+#: Public names that are data, results or exceptions rather than operations on arguments.
+NOT_CALLED = {
+    "cache.Artifact": "a plain record of tensors and info",
+    "cache.CorruptArtifactWarning": "a warning class",
+    "cache.CachePermissionWarning": "a warning class",
+    "data.DataNotFoundError": "an exception class",
+    "data.mnist": "bad-file cases are in test_data (they need files on disk); a bad root is below",
+    "data.cifar10": "bad-file cases are in test_data (they need files on disk)",
+    "recipes.TrainedModel": "a result record",
+    "recipes.mnist_patch_trigger": "takes no argument",
+    "train.FitResult": "a result record",
+    "triggers.PoisonedSet": "a result record",
+    "uap.DeepFoolResult": "a result record",
+    "uap.UAPResult": "a result record",
+    "attribution.IGResult": "a result record",
+    "attribution.QuadratureRule": "a result record of quadrature_rule",
+    "copula.Estimate": "a result record",
+    "copula.GridEstimate": "a result record",
+    "copula.Marginals": "a result record of fit_marginals",
+    "copula.FittedVine": "a result record of fit_vine",
+    "dcae.DCAESamples": "a result record",
+    "dcae.Autoencoder": "a base class taking arbitrary encoder and decoder modules",
+    "stats.Summary": "a result record",
+    "stats.AUCInterval": "a result record",
+    "stats.PairedTest": "a result record",
+    "ulp.ULPTraining": "a result record",
+    "zoo.TrainingPlan": "a result record of training_plan",
+    "zoo.Zoo": "a result record of train_zoo",
+}
+
+
+def public_callables() -> list[str]:
+    names = []
+    for module_name in bl.__all__:
+        module = getattr(bl, module_name)
+        for name in getattr(module, "__all__", []):
+            obj = getattr(module, name)
+            if inspect.isfunction(obj) or inspect.isclass(obj):
+                names.append(f"{module_name}.{name}")
+    return names
+
+
+def test_every_public_function_has_contract_cases():
+    covered = {case.target.rsplit(".", 1)[0] if case.target.count(".") == 2 else case.target for case in CASES}
+    covered |= {case.target for case in CASES}
+    missing = [name for name in public_callables() if name not in covered and name not in NOT_CALLED]
+    assert not missing, f"public functions without contract cases: {missing}"
+
+
+# --------------------------------------------------------------------------- inputs not mutated
+
+
+def snapshot(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, np.ndarray):
+        return value.copy()
+    if isinstance(value, ImageSet):
+        return (value.images.clone(), value.labels.clone(), value.classes)
+    if isinstance(value, nn.Module):
+        return {k: v.detach().clone() for k, v in value.state_dict().items()}
+    if isinstance(value, (list, tuple)):
+        return [snapshot(v) for v in value]
+    return value
+
+
+def same(a: Any, b: Any) -> bool:
+    if isinstance(a, torch.Tensor):
+        return a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b) if not a.is_floating_point() else \
+            a.shape == b.shape and bool(torch.equal(torch.nan_to_num(a), torch.nan_to_num(b)))
+    if isinstance(a, np.ndarray):
+        return a.shape == b.shape and np.array_equal(a, b, equal_nan=True)
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def valid_calls():
+    """(label, function, args): valid calls whose tensor, array, dataset and model args must survive."""
+    model, x, d, t = Linear(), images(6), dataset(), trigger()
+    ae, stack = autoencoder(), zoo.ModelStack.initial([0, 1])
+    lat = latents()
+    return [
+        ("train.fit", lambda data: train.fit(Linear(), data, epochs=1, seed=0, batch_size=8), (d,)),
+        ("zoo.train_stack", lambda data: zoo.train_stack([zoo.ModelConfig(0)], data, subset_size=16, batch_size=8),
+         (d,)),
+        ("train.predict", train.predict, (model, x)),
+        ("train.accuracy", train.accuracy, (model, d)),
+        ("triggers.apply", t.apply, (x,)),
+        ("triggers.poison", lambda data: triggers.poison(data, t, rate=0.2, target=0, seed=0), (d,)),
+        ("triggers.attack_success_rate", lambda m, data: triggers.attack_success_rate(m, data, t, target=0), (model, d)),
+        ("uap.fooling_rate", uap.fooling_rate, (model, x, torch.full((1, 28, 28), 0.1))),
+        ("uap.project_lp", lambda v: uap.project_lp(v, 0.5, 2), (torch.ones(1, 4, 4),)),
+        ("uap.deepfool", lambda m, im: uap.deepfool(m, im, max_iter=2), (model, x)),
+        ("attribution.integrated_gradients",
+         lambda m, im, b: attribution.integrated_gradients(m, im, target=1, baseline=b, num_steps=4),
+         (model, x, torch.zeros_like(x))),
+        ("attribution.gradients", lambda m, im: attribution.gradients(m, im, target=1), (model, x)),
+        ("attribution.blurred_baseline", attribution.blurred_baseline, (x,)),
+        ("attribution.positive_mass_share", attribution.positive_mass_share, (torch.randn(6, 1, 28, 28),
+                                                                             t.mask)),
+        ("dcae.stamp_class", lambda data: dcae.stamp_class(data, t, source=1), (d,)),
+        ("dcae.encode", dcae.encode, (ae, x)),
+        ("dcae.decode", dcae.decode, (ae, torch.zeros(3, 2))),
+        ("dcae.trigger_brightness", dcae.trigger_brightness, (x, t.mask)),
+        ("zoo.evaluate_zoo", lambda s, data: zoo.evaluate_zoo(s, [zoo.ModelConfig(0), zoo.ModelConfig(1)], data),
+         (stack, d)),
+        ("ulp.total_variation", ulp.total_variation, (torch.rand(2, 1, 4, 4),)),
+        ("copula.pseudo_observations", copula.pseudo_observations, (lat,)),
+        ("copula.fit_marginals", copula.fit_marginals, (lat,)),
+        ("copula.log_density", lambda u: copula.log_density(vine(), u), (np.full((2, 3), 0.5),)),
+        ("stats.summarize", stats.summarize, (np.array([1.0, 2.0, 4.0]),)),
+        ("stats.auc", stats.auc, (np.array([0, 1, 0, 1]), np.array([0.1, 0.4, 0.35, 0.8]))),
+        ("stats.paired_test", stats.paired_test, (np.array([1.0, 2.0, 4.0]), np.array([1.5, 2.0, 5.0]))),
+    ]
+
+
+@pytest.mark.parametrize("label,function,args", valid_calls(), ids=[c[0] for c in valid_calls()])
+def test_valid_calls_do_not_mutate_their_inputs(label, function, args):
+    before = [snapshot(a) for a in args]
+    with time_limit(TIMEOUT_SECONDS):
+        function(*args)
+    after = [snapshot(a) for a in args]
+    for index, (b, a) in enumerate(zip(before, after)):
+        assert same(b, a), f"{label} changed its argument {index}"
+
+
+def test_global_rng_is_left_alone_by_constructors_and_members():
+    """Item 9: LitmusDetector, ModelStack.member and train_stack(method='loop') used the global RNG.
+
+    On main, each of these advanced ``torch``'s global generator (an ``nn.Linear`` or ``ZooCNN``
+    built with random weights that are then overwritten), so a later unseeded draw changed.
+    """
+    stack = zoo.ModelStack.initial([0, 1])
+    data_set = dataset(32)
+    for label, call in (
+        ("LitmusDetector", lambda: ulp.LitmusDetector(num_patterns=2)),
+        ("ModelStack.member", lambda: stack.member(1)),
+        ("train_stack loop", lambda: zoo.train_stack([zoo.ModelConfig(0)], data_set, subset_size=16, batch_size=8,
+                                                     method="loop")),
+    ):
+        state = torch.get_rng_state()
+        call()
+        assert torch.equal(torch.get_rng_state(), state), f"{label} advanced the global RNG"
+
+
+# --------------------------------------------------------------------------- regressions of issue 15
+# Each test below failed on the code before the fix; its docstring says how.
+
+
+@pytest.mark.parametrize("kind", ["nan", "extra_axis", "one_class"])
+def test_fooling_rates_refuse_broken_models(kind):
+    """Items 3 and 4: on main NaN logits gave ``fooling_rate`` 0.0 (every prediction class 0) and
+    (N, 10, 1) or one-class outputs broadcast into plausible rates."""
+    with time_limit(TIMEOUT_SECONDS), pytest.raises(ValueError, match="model"):
+        uap.fooling_rate(Broken(kind), images(), torch.full((1, 28, 28), 0.1))
+    with time_limit(TIMEOUT_SECONDS), pytest.raises(ValueError, match="model"):
+        uap.sgd_universal_perturbation(Broken(kind), images(), xi=0.1, p=math.inf, epochs=1)
+
+
+def test_attributions_refuse_non_finite_images_and_baselines():
+    """Item 5: on main IG and gradient maps accepted NaN/inf inputs and returned NaN."""
+    bad_images = images(1).clone()
+    bad_images[0, 0, 3, 3] = float("nan")
+    for call in (
+        lambda: attribution.integrated_gradients(Linear(), bad_images, target=0, num_steps=4),
+        lambda: attribution.gradients(Linear(), bad_images, target=0),
+        lambda: attribution.gradient_times_input(Linear(), bad_images, target=0),
+    ):
+        with pytest.raises(ValueError, match="images"):
+            call()
+    with pytest.raises(ValueError, match="baseline"):
+        attribution.integrated_gradients(Linear(), images(1), target=0, num_steps=4,
+                                         baseline=torch.full((1, 1, 28, 28), float("inf")))
+
+
+@pytest.mark.parametrize("kwargs,name", [
+    (dict(count=3, min_on=1.5), "min_on"),  # no patch can have more than all its bits on
+    (dict(count=5, sizes=(1,), image_shape=(1, 2, 1), margin=0, min_on=0.0), "count"),  # only 4 exist
+    (dict(count=float("nan")), "count"),  # returned [] on main
+])
+def test_random_patch_triggers_never_hangs(kwargs, name):
+    """Item 6: on main these calls looped forever (or returned [] for a NaN count)."""
+    with time_limit(5), pytest.raises((ValueError, TypeError), match=name):
+        zoo.random_patch_triggers(seed=0, **kwargs)
+
+
+def test_random_patch_triggers_still_draws_every_possible_patch():
+    """The bound on attempts does not refuse a request that can be met: all 4 patches of 2x1."""
+    specs = zoo.random_patch_triggers(4, seed=0, sizes=(1,), image_shape=(1, 2, 1), margin=0, min_on=0.0)
+    assert len(set(specs)) == 4
+
+
+def test_item_9_small_contracts():
+    """Item 9: on main each of these either raised from deep inside torch or silently went on."""
+    empty = ImageSet(torch.zeros(0, 1, 28, 28), torch.zeros(0, dtype=torch.long), DIGITS)
+    assert len(dcae.stamp_class(empty, trigger(), source=1)) == 0  # IndexError on main
+    with pytest.raises(TypeError, match="dtype"):
+        uap.random_perturbation((1, 4, 4), xi=0.1, p=math.inf, seed=0, dtype=torch.int64)  # silently float32
+    with pytest.raises(TypeError, match="dtype"):
+        uap.checkerboard((1, 4, 4), amplitude=0.1, dtype=torch.int32)  # silently all zeros
+    with pytest.raises(ValueError, match="mask"):
+        dcae.trigger_brightness(images(2), torch.full((1, 28, 28), float("nan")))  # returned NaN
+    with pytest.raises(ValueError, match="labels"):
+        ulp.train_detector(ulp.LitmusDetector(num_patterns=1), tiny_zoo((0, 2, 0, 2)), epochs=1)
+    with pytest.raises(ValueError, match="head_lr"):
+        ulp.train_detector(ulp.LitmusDetector(num_patterns=1), tiny_zoo(), epochs=1, head_lr=float("nan"))
+    with pytest.raises(TypeError, match="seed"):
+        zoo.ModelConfig(1.5)
+    with pytest.raises(ValueError, match="col"):
+        zoo.PatchSpec(size=1, row=0, col=-1, bits=(1,))
+
+
+def test_evaluate_zoo_refuses_broken_models():
+    """Item 3: on main a model with NaN weights predicted class 0 everywhere and got a rate."""
+    stack = zoo.ModelStack.initial([0])
+    with torch.no_grad():
+        stack.parameter_dict()["fc.bias"].fill_(float("nan"))
+    with pytest.raises(ValueError, match="stack"):
+        zoo.evaluate_zoo(stack, [zoo.ModelConfig(0)], dataset())
