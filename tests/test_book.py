@@ -87,7 +87,8 @@ def test_dcae_numbers_are_glued():
         assert key in values, f"{key} is not glued"
         # mutual information is >= 0; a Monte Carlo estimate may dip below only by its error
         assert math.isfinite(values[key]) and values[key] > -0.05
-    for key in ("dcae_trigger_rate_clean", "dcae_trigger_rate_poisoned_on_clean"):
+    for key in ("dcae_trigger_rate_clean", "dcae_trigger_rate_poisoned_on_clean",
+                "dcae_trigger_rate_independence", "dcae_trigger_rate_gaussian"):
         assert key in values, f"{key} is not glued"
         assert 0.0 <= values[key] <= 1.0
     assert values["dcae_chapter_seconds"] > 0
@@ -96,3 +97,20 @@ def test_dcae_numbers_are_glued():
 def test_course_outline_has_ten_to_thirteen_weeks():
     weeks = glued("course")["course_weeks"]
     assert weeks == int(weeks) and 10 <= weeks <= 13
+
+
+def test_dcae_verdicts_rest_on_ten_paired_seeds_with_intervals():
+    values = glued("dcae")
+    assert values["dcae_num_seeds"] >= 10
+    for arch in ("notebook", "mlp"):
+        prefix = f"dcae_mi_change_{arch}"
+        assert values[f"{prefix}_ci_low"] <= values[f"{prefix}_mean"] <= values[f"{prefix}_ci_high"]
+        assert 0.0 <= values[f"{prefix}_p_value"] <= 1.0
+        for effect in ("model", "data"):
+            prefix = f"dcae_{effect}_effect_{arch}"
+            assert values[f"{prefix}_ci_low"] <= values[f"{prefix}_mean"] <= values[f"{prefix}_ci_high"]
+    # a KL divergence is >= 0; Monte Carlo may dip below only by its error
+    assert values["dcae_kl_null_mean"] > -0.02
+    assert values["dcae_trigger_located"] in (0.0, 1.0)
+    for arch in ("notebook", "mlp"):
+        assert 0 <= values[f"dcae_scan_found_pipeline_{arch}"] <= values["dcae_num_seeds"]

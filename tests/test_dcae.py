@@ -209,3 +209,62 @@ def test_trigger_rate_counts_images_whose_patch_is_bright() -> None:
         dcae.trigger_rate(images, torch.zeros(1, 5, 5))
     with pytest.raises(ValueError, match="mask must not be all zero"):
         dcae.trigger_brightness(images, torch.zeros(1, 6, 6))
+
+
+# --------------------------------------------------------------------------- scan, quality, verdicts
+
+
+def test_locate_trigger_finds_a_bright_square_among_noise_and_ignores_dark_changes() -> None:
+    generator = torch.Generator().manual_seed(0)
+    reference = torch.rand(200, 1, 12, 12, generator=generator) * 0.5
+    images = torch.rand(300, 1, 12, 12, generator=generator) * 0.5
+    images[:, :, 7:10, 2:5] = (images[:, :, 7:10, 2:5] + 0.3).clamp(max=1)  # the hidden square
+    images[:, :, 0:3, 0:3] = 0.0  # a darker region must not win
+    scan = dcae.locate_trigger(images, reference, size=3)
+    assert (scan.row, scan.col) == (7, 2)
+    assert scan.window_means.shape == (10, 10)
+    assert scan.score == pytest.approx(float(scan.difference[7:10, 2:5].mean()))
+    mask = torch.zeros(1, 12, 12)
+    mask[:, 7:10, 2:5] = 1
+    assert scan.overlap(mask) == 1.0
+    mask[:, 7:10, 2:5], mask[:, 8:11, 3:6] = 0, 1
+    assert scan.overlap(mask) == pytest.approx(4 / 9)
+
+
+def test_locate_trigger_checks_its_input() -> None:
+    images = torch.zeros(2, 1, 4, 4)
+    with pytest.raises(ValueError, match="size"):
+        dcae.locate_trigger(images, images, size=5)
+    with pytest.raises(ValueError, match="reference"):
+        dcae.locate_trigger(images, torch.zeros(2, 1, 5, 5), size=2)
+    with pytest.raises(ValueError, match="empty"):
+        dcae.locate_trigger(images, images[:0], size=2)
+
+
+def test_nearest_neighbour_distance_is_the_brute_force_minimum() -> None:
+    generator = torch.Generator().manual_seed(1)
+    images, reference = torch.rand(7, 1, 3, 3, generator=generator), torch.rand(11, 1, 3, 3, generator=generator)
+    expected = ((images[:, None] - reference[None]) ** 2).flatten(2).mean(2).amin(1)
+    got = dcae.nearest_neighbour_distance(images, reference, batch_size=3)
+    assert torch.allclose(got, expected, atol=1e-6)
+    assert dcae.nearest_neighbour_distance(reference[:4], reference).abs().max() < 1e-6  # members are at 0
+
+
+def test_compare_runs_matches_the_t_interval_and_gives_each_verdict() -> None:
+    before = np.array([1.0, 2.0, 1.5, 1.2, 0.8])
+    changes = np.array([0.25, 0.30, 0.20, 0.35, 0.28])
+    result = dcae.compare_runs(before * (1 + changes), before, claimed=0.27)
+    assert np.allclose(result.changes, changes)
+    half = 2.7764451051977987 * changes.std(ddof=1) / np.sqrt(5)  # t_{4, 0.975}
+    assert result.ci_low == pytest.approx(changes.mean() - half) and result.ci_high == pytest.approx(changes.mean() + half)
+    assert result.verdict == "reproduces" and result.num_positive == 5
+    assert result.sign_p == pytest.approx(2 / 32) and result.p_value == pytest.approx(2 / 32)
+    assert dcae.compare_runs(before * 1.05 + [0, 0.01, -0.01, 0.005, 0], before, claimed=0.27).verdict == "does not reproduce"
+    noisy = before * (1 + np.array([0.5, -0.4, 0.6, -0.3, 0.45]))
+    assert dcae.compare_runs(noisy, before, claimed=0.27).verdict == "is undecided at this sample size"
+    assert dcae.compare_runs(noisy, before).verdict == "does not change measurably"
+    assert dcae.compare_runs(before * 0.9 + [0, 0.01, -0.01, 0.005, 0], before).verdict == "falls"
+    with pytest.raises(ValueError, match="before"):
+        dcae.compare_runs([1.0, 2.0], [0.0, 1.0])
+    with pytest.raises(ValueError, match="same length"):
+        dcae.compare_runs([1.0, 2.0], [1.0])

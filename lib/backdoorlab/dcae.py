@@ -53,10 +53,15 @@ __all__ = [
     "DCAESamples",
     "MLPAutoencoder",
     "NotebookAutoencoder",
+    "RunComparison",
+    "TriggerScan",
     "class_balanced_sample",
+    "compare_runs",
     "decode",
     "encode",
     "generate",
+    "locate_trigger",
+    "nearest_neighbour_distance",
     "reconstruction_error",
     "stamp_class",
     "train_autoencoder",
@@ -617,3 +622,266 @@ def trigger_rate(images: torch.Tensor, mask: torch.Tensor, *, threshold: float =
     if len(images) == 0:
         raise ValueError("images must not be empty: the rate is undefined")
     return float((trigger_brightness(images, mask) >= threshold).float().mean())
+
+
+# --------------------------------------------------------------------------- trigger-agnostic scan
+
+
+@dataclass(frozen=True, eq=False)
+class TriggerScan:
+    """What :func:`locate_trigger` found.
+
+    Attributes
+    ----------
+    difference : torch.Tensor
+        Shape (H, W), the mean image of the scanned set minus that of the reference set,
+        averaged over channels.
+    window_means : torch.Tensor
+        Shape (H - size + 1, W - size + 1): entry (r, c) is the mean of ``difference`` over
+        the ``size`` x ``size`` window with top-left corner (r, c).
+    row, col : int
+        Top-left corner of the window with the largest mean.
+    size : int
+        Side of the window.
+    """
+
+    difference: torch.Tensor
+    window_means: torch.Tensor
+    row: int
+    col: int
+    size: int
+
+    @property
+    def score(self) -> float:
+        """The largest window mean, :math:`\\max_{r,c} \\bar\\Delta_{rc}`."""
+        return float(self.window_means[self.row, self.col])
+
+    def overlap(self, mask: torch.Tensor) -> float:
+        """Share of the found window's pixels where ``mask`` (shape (1 or C, H, W)) is positive.
+
+        Examples
+        --------
+        >>> scan = TriggerScan(torch.zeros(4, 4), torch.zeros(3, 3), 1, 1, 2)
+        >>> mask = torch.zeros(1, 4, 4)
+        >>> mask[:, 2:, 2:] = 1
+        >>> scan.overlap(mask)
+        0.25
+        """
+        if not isinstance(mask, torch.Tensor) or mask.ndim != 3 or tuple(mask.shape[1:]) != tuple(self.difference.shape):
+            raise ValueError(f"mask must have shape (1 or C, {self.difference.shape[0]}, {self.difference.shape[1]})")
+        window = mask.amax(0)[self.row:self.row + self.size, self.col:self.col + self.size] > 0
+        return float(window.float().mean())
+
+
+def locate_trigger(images: torch.Tensor, reference: torch.Tensor, *, size: int) -> TriggerScan:
+    """Find the square where generated images are brighter than a reference, without the trigger.
+
+    .. math::
+
+        \\Delta_p = \\frac1N \\sum_i x_{ip} - \\frac1M \\sum_k r_{kp}, \\qquad
+        \\bar\\Delta_{rc} = \\frac{1}{s^2} \\sum_{p \\in W_{rc}} \\Delta_p, \\qquad
+        (\\hat r, \\hat c) = \\arg\\max_{r,c} \\bar\\Delta_{rc},
+
+    with :math:`W_{rc}` the :math:`s \\times s` window at top-left corner (r, c), pixels
+    averaged over channels. The scan needs no mask: it asks where the suspect pipeline's
+    images (e.g. samples of a poisoned model's latent vine) are brighter on average than the
+    reference (samples of a clean pipeline, or the clean data). The analyst chooses ``size``,
+    an upper guess of the trigger's side.
+
+    Parameters
+    ----------
+    images : torch.Tensor
+        Shape (N, C, H, W), values in [0, 1], N >= 1: the suspect set.
+    reference : torch.Tensor
+        Shape (M, C, H, W), M >= 1, the same C, H, W.
+    size : int
+        Side s of the window, 1 <= s <= min(H, W).
+
+    Returns
+    -------
+    TriggerScan
+        The difference image, the window means and the arg-max window.
+
+    Raises
+    ------
+    ValueError
+        If the shapes differ, a set is empty, or ``size`` is out of range.
+
+    Examples
+    --------
+    >>> reference = torch.zeros(3, 1, 6, 6)
+    >>> images = torch.zeros(5, 1, 6, 6)
+    >>> images[:, :, 3:5, 1:3] = 1.0
+    >>> scan = locate_trigger(images, reference, size=2)
+    >>> scan.row, scan.col, scan.score
+    (3, 1, 1.0)
+    """
+    check_images(images)
+    check_images(reference)
+    if len(images) == 0 or len(reference) == 0:
+        raise ValueError("images and reference must not be empty")
+    if tuple(images.shape[1:]) != tuple(reference.shape[1:]):
+        raise ValueError(f"reference must have images of shape {tuple(images.shape[1:])}, "
+                         f"got {tuple(reference.shape[1:])}")
+    height, width = images.shape[2:]
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= min(height, width):
+        raise ValueError(f"size must be an int in [1, {min(height, width)}], got {size!r}")
+    difference = (images.mean(0) - reference.mean(0)).mean(0)  # (H, W)
+    window_means = torch.nn.functional.avg_pool2d(difference[None, None], size, stride=1)[0, 0]
+    flat = int(window_means.argmax())
+    row, col = divmod(flat, window_means.shape[1])
+    return TriggerScan(difference, window_means, row, col, size)
+
+
+# --------------------------------------------------------------------------- quality and verdicts
+
+
+@torch.no_grad()
+def nearest_neighbour_distance(images: torch.Tensor, reference: torch.Tensor, *,
+                               batch_size: int = 512) -> torch.Tensor:
+    """Mean squared distance per pixel from each image to its nearest reference image.
+
+    .. math:: q_i = \\min_k \\frac1P \\lVert x_i - r_k \\rVert_2^2,
+
+    a crude measure of sample quality: a generated image that looks like some real image has a
+    small :math:`q_i`; blur or artefacts raise it.
+
+    Parameters
+    ----------
+    images : torch.Tensor
+        Shape (N, C, H, W), values in [0, 1].
+    reference : torch.Tensor
+        Shape (M, C, H, W), M >= 1, the same C, H, W (e.g. held-out real images).
+    batch_size : int
+        Images compared at once.
+
+    Returns
+    -------
+    torch.Tensor
+        Shape (N,), values >= 0.
+
+    Examples
+    --------
+    >>> reference = torch.stack([torch.zeros(1, 2, 2), torch.ones(1, 2, 2)])
+    >>> nearest_neighbour_distance(torch.full((1, 1, 2, 2), 0.75), reference).tolist()
+    [0.0625]
+    """
+    check_images(images)
+    check_images(reference)
+    if len(reference) == 0:
+        raise ValueError("reference must not be empty")
+    if tuple(images.shape[1:]) != tuple(reference.shape[1:]):
+        raise ValueError(f"reference must have images of shape {tuple(images.shape[1:])}, "
+                         f"got {tuple(reference.shape[1:])}")
+    size = _check_batch_size(batch_size)
+    flat_reference = reference.flatten(1).double()  # (M, P)
+    squared_norms = flat_reference.pow(2).sum(1)
+    parts = []
+    for start in range(0, len(images), size):
+        x = images[start:start + size].flatten(1).double()  # (B, P)
+        distances = x.pow(2).sum(1, keepdim=True) - 2 * x @ flat_reference.T + squared_norms  # (B, M)
+        parts.append(distances.amin(1).clamp_min(0) / x.shape[1])
+    return torch.cat(parts).float() if parts else torch.empty(0)
+
+
+@dataclass(frozen=True)
+class RunComparison:
+    """Relative changes over paired runs, their t interval, tests of "no change" and a verdict.
+
+    Attributes
+    ----------
+    changes : tuple of float
+        :math:`a_s / b_s - 1` for every pair s.
+    mean, ci_low, ci_high : float
+        Mean relative change and its Student-t interval at ``level``.
+    sign_p, wilcoxon_p : float
+        Two-sided exact sign test and Wilcoxon signed-rank test of the changes against 0.
+    num_positive : int
+        Pairs with a positive change.
+    level : float
+        Coverage of the interval.
+    verdict : str
+        See :func:`compare_runs`.
+    """
+
+    changes: tuple[float, ...]
+    mean: float
+    ci_low: float
+    ci_high: float
+    sign_p: float
+    wilcoxon_p: float
+    num_positive: int
+    level: float
+    verdict: str
+
+    @property
+    def p_value(self) -> float:
+        """The Wilcoxon signed-rank p-value (the sign test's is ``sign_p``)."""
+        return self.wilcoxon_p
+
+
+def compare_runs(after: Sequence[float], before: Sequence[float], *, claimed: float | None = None,
+                 level: float = 0.95) -> RunComparison:
+    """Paired relative change :math:`a_s / b_s - 1` over runs s, with an interval, tests and a verdict.
+
+    With :math:`\\Delta_s = a_s / b_s - 1` for n pairs, the interval is
+    :math:`\\bar\\Delta \\pm t_{n-1,(1+\\text{level})/2}\\, s_\\Delta / \\sqrt n`
+    (:func:`backdoorlab.stats.summarize`), and the tests are the sign and Wilcoxon tests of
+    :func:`backdoorlab.stats.paired_test` on the changes against 0. The verdict on a claimed
+    relative change :math:`\\delta` (e.g. the paper's +27 %) is computed from these:
+
+    - ``"reproduces"`` if the interval contains :math:`\\delta` and excludes 0;
+    - ``"does not reproduce"`` if the interval excludes :math:`\\delta`;
+    - ``"is undecided at this sample size"`` if it contains both;
+
+    and without a claim, ``"rises"``, ``"falls"`` or ``"does not change measurably"`` by the
+    side of 0 the interval lies on.
+
+    Parameters
+    ----------
+    after, before : sequence of float
+        Paired measurements, same length n >= 2, ``before`` nonzero.
+    claimed : float, optional
+        The claimed relative change :math:`\\delta`.
+    level : float
+        Coverage of the interval, in (0, 1).
+
+    Returns
+    -------
+    RunComparison
+
+    Raises
+    ------
+    ValueError
+        If the lengths differ, n < 2, or a ``before`` value is 0.
+
+    Examples
+    --------
+    >>> result = compare_runs([1.1, 1.3, 1.2, 1.25], [1.0, 1.0, 1.0, 1.0], claimed=0.2)
+    >>> round(result.mean, 4), result.num_positive, result.verdict
+    (0.2125, 4, 'reproduces')
+    >>> compare_runs([1.1, 1.3, 1.2, 1.25], [1.0, 1.0, 1.0, 1.0], claimed=0.5).verdict
+    'does not reproduce'
+    """
+    a = np.asarray(after, dtype=float)
+    b = np.asarray(before, dtype=float)
+    if a.ndim != 1 or a.shape != b.shape or a.size < 2:
+        raise ValueError(f"after and before must be paired sequences of the same length >= 2, "
+                         f"got {a.shape} and {b.shape}")
+    if np.any(b == 0):
+        raise ValueError("before must not contain 0: the relative change is undefined")
+    from . import stats as stats_module
+
+    changes = a / b - 1
+    summary = stats_module.summarize(changes, level=level)
+    test = stats_module.paired_test(changes, np.zeros_like(changes), level=level)
+    excludes_zero = summary.ci_low > 0 or summary.ci_high < 0
+    if claimed is None:
+        verdict = ("rises" if summary.ci_low > 0 else "falls" if summary.ci_high < 0
+                   else "does not change measurably")
+    elif not summary.ci_low <= claimed <= summary.ci_high:
+        verdict = "does not reproduce"
+    else:
+        verdict = "reproduces" if excludes_zero else "is undecided at this sample size"
+    return RunComparison(tuple(float(c) for c in changes), summary.mean, summary.ci_low, summary.ci_high,
+                         test.sign_p, test.wilcoxon_p, test.num_positive, level, verdict)

@@ -31,6 +31,7 @@ __all__ = [
     "badnets_mnist_classifier",
     "clean_mnist_classifier",
     "mnist_autoencoder",
+    "mnist_autoencoders",
     "mnist_classifier",
     "mnist_patch_trigger",
     "mnist_zoos",
@@ -266,6 +267,16 @@ def mnist_zoos(
     }
 
 
+# The parts of backdoorlab.dcae that build, train and score an autoencoder: the key covers
+# these, not the whole module, so that adding analysis functions to it does not retrain.
+_AUTOENCODER_SOURCES = (
+    dcae_module.Autoencoder, dcae_module._check_architecture, dcae_module.NotebookAutoencoder,
+    dcae_module.MLPAutoencoder, dcae_module._ReconstructionError, dcae_module._mean_error,
+    dcae_module.train_autoencoder, dcae_module._check_batch_size, dcae_module.encode, dcae_module.decode,
+    dcae_module.reconstruction_error, dcae_module._EvalMode, dcae_module.stamp_class,
+)
+
+
 def _build_mnist_autoencoder(config: dict[str, Any], root: str | None) -> Artifact:
     train_set = data_module.mnist(train=True, root=root)
     test_set = data_module.mnist(train=False, root=root)
@@ -354,11 +365,68 @@ def mnist_autoencoder(
         "mnist-autoencoder",
         config,
         lambda: _build_mnist_autoencoder(config, data_root),
-        sources=[_build_mnist_autoencoder, mnist_patch_trigger, data_module, dcae_module, train_module,
-                 triggers_module],
+        sources=[_build_mnist_autoencoder, mnist_patch_trigger, data_module, train_module, triggers_module,
+                 *_AUTOENCODER_SOURCES],
     )
     with train_module.seeded(seed):
         model = dcae_module.AUTOENCODERS[architecture](latent_dim=latent_dim)
     model.load_state_dict(artifact.tensors)
     model.eval()
     return TrainedModel(model, artifact.info)
+
+
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+def _build_one_autoencoder(options: dict[str, Any]) -> float:
+    return float(mnist_autoencoder(**options).info["train_seconds"])
+
+
+def mnist_autoencoders(
+    configurations: list[dict[str, Any]],
+    *,
+    num_workers: int = 1,
+) -> list[TrainedModel]:
+    """Several :func:`mnist_autoencoder` recipes, the missing ones trained in parallel processes.
+
+    Each configuration is a dict of keyword arguments of :func:`mnist_autoencoder`. With
+    ``num_workers > 1`` every configuration is first built (or found in the cache) by a pool
+    of that many processes, one torch thread each; the models are then read from the cache
+    in this process. The result is the same as calling :func:`mnist_autoencoder` in a loop:
+    every model depends only on its configuration.
+
+    Parameters
+    ----------
+    configurations : list of dict
+        Keyword arguments for :func:`mnist_autoencoder`, one dict per model.
+    num_workers : int
+        Processes that train at once; 1 trains in this process.
+
+    Returns
+    -------
+    list of TrainedModel
+        In the order of ``configurations``.
+
+    Raises
+    ------
+    ValueError
+        If ``num_workers`` is not a positive int.
+
+    Examples
+    --------
+    >>> models = mnist_autoencoders([{"seed": 0}, {"seed": 1}], num_workers=2)  # doctest: +SKIP
+    >>> len(models)  # doctest: +SKIP
+    2
+    """
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
+        raise ValueError(f"num_workers must be a positive int, got {num_workers!r}")
+    configurations = [dict(options) for options in configurations]
+    if num_workers > 1 and len(configurations) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        context = multiprocessing.get_context("spawn")  # a forked torch runtime can deadlock
+        with ProcessPoolExecutor(num_workers, mp_context=context, initializer=_one_thread) as pool:
+            list(pool.map(_build_one_autoencoder, configurations))
+    return [mnist_autoencoder(**options) for options in configurations]
