@@ -26,6 +26,7 @@ M. Sundararajan, A. Taly and Q. Yan, "Axiomatic Attribution for Deep Networks", 
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -422,9 +423,14 @@ def integrated_gradients(
         the class probability instead of the logit.
     affine_prefix : bool, optional
         Move the path behind the model's leading affine layers, as above, when
-        :func:`affine_split` finds any. The attributions are the same up to rounding (about
-        1e-7 relative in float32, more where a path point lies within rounding of a ReLU's
-        kink). False evaluates the whole model at every path point.
+        :func:`affine_split` finds any. L runs in float64 (at x and x' only, and for the
+        pull-back), the points z_k are formed in float64 and then rounded to the images'
+        dtype, and the sum over k is kept in float64. Rounding keeps signs and order, so
+        the first ReLU or max pooling of G sees every z_k on the side float64 puts it;
+        without this, a point within float32 rounding of a ReLU's kink can fall on the
+        other side and move the attributions by about 1e-3 of the largest (the gradient
+        jumps there). False evaluates the whole model, in the images' dtype, at every
+        path point, and is exposed to that rounding at every kink.
 
     Returns
     -------
@@ -478,14 +484,21 @@ def integrated_gradients(
         )
     else:
         prefix, rest = split
+        # L runs in float64 (twice per image): the path points z_k are formed in float64 and
+        # only then rounded to the images' dtype, which keeps their signs and order, so the
+        # first ReLU (or max pooling) of G sees every z_k on the side float64 puts it
+        prefix_wide = _widened(prefix, images.dtype)
+        wide = torch.promote_types(images.dtype, torch.float64)
         # z = L(x) and z' = L(x'); 4-D activations in channels-last layout, where max pooling
         # and its backward pass ran about twice as fast as in the default layout
-        end, start = (_channels_last(_map_no_grad(prefix, endpoints_, batch_size))
+        end, start = (_channels_last(_map_no_grad(prefix_wide, endpoints_.to(wide), batch_size))
                       for endpoints_ in (images, baseline_images))
         inner = _path_gradient_integral(
-            rest, end, start, target_classes, output_fn, rule, batch_size
-        )  # sum_k w_k dG(z_k)/dz, shape of z
-        mean_gradient = _pull_back(prefix, images, inner, batch_size)  # A^T inner
+            rest, end, start, target_classes, output_fn, rule, batch_size,
+            points_dtype=images.dtype,
+        )  # sum_k w_k dG(z_k)/dz, shape of z, float64
+        mean_gradient = _pull_back(prefix_wide, images.to(wide), inner, batch_size)  # A^T inner
+        mean_gradient = mean_gradient.to(images.dtype)
     attributions = (images - baseline_images) * mean_gradient  # (N, C, H, W)
     gap = attributions.flatten(1).sum(dim=1) - (scores - baseline_scores)
     return IGResult(
@@ -727,8 +740,13 @@ def _path_gradient_integral(
     output_fn: OutputFn | None,
     rule: QuadratureRule,
     batch_size: int,
+    points_dtype: torch.dtype | None = None,
 ) -> Tensor:
     """sum_k w_k dF(x' + alpha_k (x - x'))/dx, shape of x, in chunks of path points.
+
+    The points are formed in the dtype of ``end`` and ``start`` and rounded to
+    ``points_dtype`` (default: the same) before F sees them; the sum is kept in the dtype of
+    ``end``.
 
     x = ``end`` and x' = ``start`` have shape (N, ...): images, or the activations behind an
     affine prefix. The m x N grid of (step, image) path points is cut into blocks of at most
@@ -749,6 +767,8 @@ def _path_gradient_integral(
             rows = slice(i0, min(i0 + images_per_block, num_images))
             alpha = alphas[steps].view(-1, *(1,) * end.ndim)  # (S, 1, ..., 1)
             points = torch.addcmul(start[rows], alpha, direction[rows])  # (S, B, ...)
+            if points_dtype is not None:
+                points = points.to(points_dtype)
             grads = _gradients_of_scores(
                 model, points.flatten(0, 1), target[rows].repeat(len(alpha)), output_fn
             ).view(points.shape)
@@ -756,6 +776,13 @@ def _path_gradient_integral(
             for weight, grad in zip(weights[steps].tolist(), grads):  # in place, any layout
                 block_total.add_(grad, alpha=weight)
     return total
+
+
+def _widened(layers: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """The layers in float64: a float64 copy if ``dtype`` is narrower, else the layers."""
+    if torch.promote_types(dtype, torch.float64) == dtype:
+        return layers
+    return copy.deepcopy(layers).to(torch.float64)
 
 
 def _map_no_grad(layers: nn.Module, inputs: Tensor, batch_size: int) -> Tensor:
