@@ -766,17 +766,17 @@ class OnePixelCheck:
 
     @property
     def changed(self) -> Tensor:
-        """Shape (P,), bool: baselines with |F(x) - F(x'_p)| > tolerance."""
+        """Shape (P,), bool: baselines whose score change exceeds the tolerance in size."""
         return self.score_change.abs() > self.tolerance
 
     @property
     def gradient_violations(self) -> int:
-        """Baselines that change F but get a zero gradient (|dF/dx_p| <= tolerance)."""
+        """Baselines that change F but get a zero gradient (size at most the tolerance)."""
         return int((self.changed & (self.gradient.abs() <= self.tolerance)).sum())
 
     @property
     def ig_violations(self) -> int:
-        """Baselines that change F but get a zero IG attribution (|IG_p| <= tolerance)."""
+        """Baselines that change F but get a zero IG attribution (size at most the tolerance)."""
         return int((self.changed & (self.integrated_gradients.abs() <= self.tolerance)).sum())
 
 
@@ -1083,7 +1083,9 @@ def square_of_most_mass(attributions: Tensor, *, size: int) -> Tensor:
 
 
 def mask_iou(first: Tensor, second: Tensor) -> float:
-    """Intersection over union of two masks (nonzero entries), |A n B| / |A u B|.
+    """Intersection over union of two masks (their nonzero entries A and B).
+
+    .. math:: \\mathrm{IoU}(A, B) = \\frac{|A \\cap B|}{|A \\cup B|}
 
     Parameters
     ----------
