@@ -52,6 +52,25 @@ def test_integrated_gradients_numbers_meet_the_chapter_claims():
     assert values["ig_trigger_mass_clean_model"] <= 0.05
 
 
+def test_integrated_gradients_axioms_and_faithfulness_are_glued_and_hold():
+    values = glued("integrated_gradients")
+    # the axioms, measured: IG has no sensitivity violation, the gradient may
+    assert values["ig_sensitivity_violations_ig"] == 0.0
+    violations = values["ig_sensitivity_violations_gradient"]
+    assert violations == int(violations) and 0 <= violations <= values["ig_sensitivity_changed"]
+    assert values["ig_implementation_invariance_max_diff"] <= 1e-4
+    assert values["ig_linearity_max_diff"] <= 1e-4 and values["ig_symmetry_max_diff"] <= 1e-4
+    # faithfulness: IG's ranking deletes faster than a random one, its top pixels disarm the trigger
+    assert 0.0 <= values["ig_deletion_auc_ig"] < values["ig_deletion_auc_random"] <= 1.0
+    assert values["ig_asr_after_occlusion_ig"] < values["ig_asr_after_occlusion_random"]
+    assert values["ig_asr_after_occlusion_ig"] <= 0.2
+    # the trigger found without the mask
+    assert values["ig_trigger_iou_blind"] >= 0.5
+    # the default path is float64-accurate; the whole model in float32 is not better
+    assert values["ig_prefix_diff_to_float64"] <= 1e-5
+    assert values["ig_prefix_diff_to_float64"] <= values["ig_whole_diff_to_float64"]
+
+
 def test_universal_perturbation_numbers_meet_the_chapter_claims():
     values = glued("uap")
     assert values["uap_xi"] <= 0.4

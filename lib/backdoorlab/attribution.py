@@ -26,6 +26,7 @@ M. Sundararajan, A. Taly and Q. Yan, "Axiomatic Attribution for Deep Networks", 
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,6 +43,8 @@ __all__ = [
     "DEFAULT_BATCH_SIZE",
     "METHODS",
     "IGResult",
+    "OnePixelCheck",
+    "PerturbationCurve",
     "QuadratureRule",
     "affine_split",
     "black_baseline",
@@ -50,7 +53,12 @@ __all__ = [
     "positive_mass_share",
     "gradients",
     "integrated_gradients",
+    "mask_iou",
+    "occlude_top_k",
+    "one_pixel_sensitivity",
+    "perturbation_curve",
     "quadrature_rule",
+    "square_of_most_mass",
     "uniform_noise_baseline",
 ]
 
@@ -423,9 +431,14 @@ def integrated_gradients(
         the class probability instead of the logit.
     affine_prefix : bool, optional
         Move the path behind the model's leading affine layers, as above, when
-        :func:`affine_split` finds any. The attributions are the same up to rounding (about
-        1e-7 relative in float32, more where a path point lies within rounding of a ReLU's
-        kink). False evaluates the whole model at every path point.
+        :func:`affine_split` finds any. L runs in float64 (at x and x' only, and for the
+        pull-back), the points z_k are formed in float64 and then rounded to the images'
+        dtype, and the sum over k is kept in float64. Rounding keeps signs and order, so
+        the first ReLU or max pooling of G sees every z_k on the side float64 puts it;
+        without this, a point within float32 rounding of a ReLU's kink can fall on the
+        other side and move the attributions by about 1e-3 of the largest (the gradient
+        jumps there). False evaluates the whole model, in the images' dtype, at every
+        path point, and is exposed to that rounding at every kink.
 
     Returns
     -------
@@ -479,14 +492,21 @@ def integrated_gradients(
         )
     else:
         prefix, rest = split
+        # L runs in float64 (twice per image): the path points z_k are formed in float64 and
+        # only then rounded to the images' dtype, which keeps their signs and order, so the
+        # first ReLU (or max pooling) of G sees every z_k on the side float64 puts it
+        prefix_wide = _widened(prefix, images.dtype)
+        wide = torch.promote_types(images.dtype, torch.float64)
         # z = L(x) and z' = L(x'); 4-D activations in channels-last layout, where max pooling
         # and its backward pass ran about twice as fast as in the default layout
-        end, start = (_channels_last(_map_no_grad(prefix, endpoints_, batch_size))
+        end, start = (_channels_last(_map_no_grad(prefix_wide, endpoints_.to(wide), batch_size))
                       for endpoints_ in (images, baseline_images))
         inner = _path_gradient_integral(
-            rest, end, start, target_classes, output_fn, rule, batch_size
-        )  # sum_k w_k dG(z_k)/dz, shape of z
-        mean_gradient = _pull_back(prefix, images, inner, batch_size)  # A^T inner
+            rest, end, start, target_classes, output_fn, rule, batch_size,
+            points_dtype=images.dtype,
+        )  # sum_k w_k dG(z_k)/dz, shape of z, float64
+        mean_gradient = _pull_back(prefix_wide, images.to(wide), inner, batch_size)  # A^T inner
+        mean_gradient = mean_gradient.to(images.dtype)
     attributions = (images - baseline_images) * mean_gradient  # (N, C, H, W)
     gap = attributions.flatten(1).sum(dim=1) - (scores - baseline_scores)
     return IGResult(
@@ -718,6 +738,391 @@ def positive_mass_share(attributions: Tensor, mask: Tensor) -> Tensor:
     return torch.where(total > 0, share, torch.full_like(share, float("nan")))
 
 
+# --------------------------------------------------------------------------- axioms, faithfulness
+
+
+@dataclass(frozen=True, eq=False)
+class OnePixelCheck:
+    """Sensitivity (a) tested pixel by pixel: x' equals x except at one pixel.
+
+    Attributes
+    ----------
+    pixels : Tensor
+        Shape (P,), int64: flat indices (into C*H*W) of the pixels changed, one per baseline.
+    score_change : Tensor
+        Shape (P,): F(x) - F(x'_p) for the baseline x'_p that differs from x at pixel p only.
+    gradient : Tensor
+        Shape (P,): dF(x)/dx_p, the plain gradient's attribution of pixel p.
+    integrated_gradients : Tensor
+        Shape (P,): IG_p(x) against x'_p (the only pixel IG can credit, since x_i = x'_i
+        elsewhere).
+    tolerance : float
+        A score change or attribution counts as nonzero when its absolute value exceeds it.
+    """
+
+    pixels: Tensor
+    score_change: Tensor
+    gradient: Tensor
+    integrated_gradients: Tensor
+    tolerance: float
+
+    @property
+    def changed(self) -> Tensor:
+        """Shape (P,), bool: baselines whose score change exceeds the tolerance in size."""
+        return self.score_change.abs() > self.tolerance
+
+    @property
+    def gradient_violations(self) -> int:
+        """Baselines that change F but get a zero gradient (size at most the tolerance)."""
+        return int((self.changed & (self.gradient.abs() <= self.tolerance)).sum())
+
+    @property
+    def ig_violations(self) -> int:
+        """Baselines that change F but get a zero IG attribution (size at most the tolerance)."""
+        return int((self.changed & (self.integrated_gradients.abs() <= self.tolerance)).sum())
+
+
+def one_pixel_sensitivity(
+    model: nn.Module,
+    image: Tensor,
+    *,
+    target: int,
+    pixels: Tensor,
+    value: float = 0.0,
+    num_steps: int = 50,
+    method: str = "gausslegendre",
+    tolerance: float = 1e-6,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    output_fn: OutputFn | None = None,
+) -> OnePixelCheck:
+    """Test sensitivity (a) of the plain gradient and of IG with one-pixel baselines.
+
+    For every pixel p the baseline x'_p equals the image x except x'_p[p] = ``value``.
+    Sensitivity (a) asks that a_p(x) != 0 whenever F(x) != F(x'_p). Since x and x'_p differ
+    only at p, IG credits p alone and completeness gives IG_p(x) = F(x) - F(x'_p) up to the
+    quadrature error; the plain gradient a_p = dF(x)/dx_p can be 0 where F is saturated.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Maps (B, C, H, W) to (B, K); used as given (see :func:`integrated_gradients`).
+    image : Tensor
+        Shape (1, C, H, W), floating point.
+    target : int
+        The class whose score F is attributed.
+    pixels : Tensor
+        Shape (P,), integer flat indices into C*H*W, distinct.
+    value : float, optional
+        The baseline's value at the changed pixel.
+    num_steps, method : optional
+        Quadrature of IG (:func:`integrated_gradients`).
+    tolerance : float, optional
+        Threshold below which a score change or an attribution counts as zero, >= 0.
+    batch_size : int, optional
+        Path points per pass.
+    output_fn : callable, optional
+        As in :func:`integrated_gradients`.
+
+    Returns
+    -------
+    OnePixelCheck
+        Score changes, gradients and IG attributions of the P pixels.
+
+    Raises
+    ------
+    TypeError, ValueError
+        If ``image`` is not one 4-D floating image, ``pixels`` is not a 1-D integer tensor of
+        distinct indices in range, or ``tolerance`` is negative.
+
+    Examples
+    --------
+    >>> class Saturating(nn.Module):  # F(x) = 1 - ReLU(1 - x), saturated for x >= 1
+    ...     def forward(self, x):
+    ...         return 1 - torch.relu(1 - x.flatten(1))
+    >>> check = one_pixel_sensitivity(Saturating(), torch.full((1, 1, 1, 1), 2.0), target=0,
+    ...                               pixels=torch.tensor([0]), num_steps=64)
+    >>> check.score_change.tolist(), check.gradient.abs().tolist()
+    ([1.0], [0.0])
+    >>> check.gradient_violations, check.ig_violations
+    (1, 0)
+    """
+    _check_images(image, "image")
+    if image.shape[0] != 1:
+        raise ValueError(f"image must hold exactly one image; got shape {tuple(image.shape)}")
+    if not isinstance(pixels, Tensor) or pixels.ndim != 1 or pixels.is_floating_point():
+        raise TypeError("pixels must be a 1-D integer tensor of flat pixel indices")
+    size = image[0].numel()
+    if pixels.numel() == 0 or pixels.unique().numel() != pixels.numel() or \
+            int(pixels.min()) < 0 or int(pixels.max()) >= size:
+        raise ValueError(f"pixels must be distinct indices in [0, {size}), at least one")
+    if not (isinstance(tolerance, (int, float)) and tolerance >= 0):
+        raise ValueError(f"tolerance must be a number >= 0; got {tolerance!r}")
+    pixels = pixels.to(device=image.device, dtype=torch.long)
+    count = pixels.numel()
+    images = image.detach().expand(count, *image.shape[1:])
+    baselines = images.flatten(1).clone()
+    baselines[torch.arange(count, device=image.device), pixels] = value
+    baselines = baselines.view_as(images)
+    result = integrated_gradients(model, images, target=target, baseline=baselines,
+                                  num_steps=num_steps, method=method, batch_size=batch_size,
+                                  output_fn=output_fn)
+    rows = torch.arange(count, device=image.device)
+    grad = gradients(model, image, target=target, output_fn=output_fn).flatten()
+    return OnePixelCheck(
+        pixels=pixels,
+        score_change=result.scores - result.baseline_scores,
+        gradient=grad[pixels],
+        integrated_gradients=result.attributions.flatten(1)[rows, pixels],
+        tolerance=float(tolerance),
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class PerturbationCurve:
+    """Scores of images whose top-ranked features are deleted (or inserted) step by step.
+
+    Attributes
+    ----------
+    counts : Tensor
+        Shape (K,), int64, increasing from 0 to d = C*H*W: features changed at each point.
+    scores : Tensor
+        Shape (N, K): the target score of every image after ``counts[k]`` features.
+    mode : str
+        ``"deletion"`` or ``"insertion"``.
+    """
+
+    counts: Tensor
+    scores: Tensor
+    mode: str
+
+    @property
+    def fractions(self) -> Tensor:
+        """Shape (K,): counts / d, from 0 to 1."""
+        return self.counts.to(self.scores.dtype) / self.counts[-1]
+
+    @property
+    def auc(self) -> Tensor:
+        """Shape (N,): area under each image's curve over the fraction in [0, 1] (trapezoid)."""
+        return torch.trapezoid(self.scores, self.fractions, dim=1)
+
+
+def perturbation_curve(
+    model: nn.Module,
+    images: Tensor,
+    ranking: Tensor,
+    *,
+    target: int | Tensor,
+    mode: str = "deletion",
+    step: int = 8,
+    fill: float = 0.0,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    output_fn: OutputFn | None = None,
+) -> PerturbationCurve:
+    r"""Deletion or insertion curve of an attribution: a test of its faithfulness.
+
+    Features are ordered by decreasing ``ranking`` (ties by index). With
+    :math:`S_k` the first :math:`c_k` features of that order,
+
+    * deletion: :math:`x^{(k)}_i = \mathrm{fill}` for :math:`i \in S_k`, else :math:`x_i`;
+    * insertion: :math:`x^{(k)}_i = x_i` for :math:`i \in S_k`, else fill;
+
+    and the curve is :math:`F(x^{(k)})` against :math:`c_k / d`. A faithful attribution makes
+    the deletion curve fall fast (small area) and the insertion curve rise fast (large area)
+    (Petsiuk, Das and Saenko, 2018).
+
+    Parameters
+    ----------
+    model : nn.Module
+        Maps (B, C, H, W) to (B, K); used as given.
+    images : Tensor
+        Shape (N, C, H, W), floating point.
+    ranking : Tensor
+        Shape (N, C, H, W): the attributions (or any scores) that order the features.
+    target : int or Tensor
+        One class, or an integer tensor of shape (N,).
+    mode : str, optional
+        ``"deletion"`` or ``"insertion"``.
+    step : int, optional
+        Features changed between two points of the curve, >= 1; the last point is d.
+    fill : float, optional
+        The value of a deleted (or not yet inserted) feature.
+    batch_size : int, optional
+        Images per forward pass.
+    output_fn : callable, optional
+        Applied row-wise to the model's output, e.g. a softmax to score probabilities.
+
+    Returns
+    -------
+    PerturbationCurve
+        counts (K,), scores (N, K), mode.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a wrong ``images``, ``ranking`` shape, ``mode``, ``step`` or ``target``.
+
+    Examples
+    --------
+    >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 1))
+    >>> with torch.no_grad():
+    ...     _ = model[1].weight.copy_(torch.tensor([[4.0, 3.0, 2.0, 1.0]]))
+    ...     _ = model[1].bias.zero_()
+    >>> images = torch.ones(1, 1, 2, 2)
+    >>> curve = perturbation_curve(model, images, model[1].weight.view(1, 1, 2, 2), target=0,
+    ...                            step=1)
+    >>> curve.counts.tolist(), curve.scores.tolist()
+    ([0, 1, 2, 3, 4], [[10.0, 6.0, 3.0, 1.0, 0.0]])
+    >>> float(curve.auc)  # (8 + 4.5 + 2 + 0.5) / 4
+    3.75
+    """
+    _check_images(images)
+    if not isinstance(ranking, Tensor) or ranking.shape != images.shape:
+        raise ValueError(f"ranking must be a tensor of the images' shape {tuple(images.shape)}")
+    if mode not in ("deletion", "insertion"):
+        raise ValueError(f"mode must be 'deletion' or 'insertion'; got {mode!r}")
+    _check_int("step", step, minimum=1)
+    _check_int("batch_size", batch_size, minimum=1)
+    images = images.detach()
+    target_classes = _resolve_target(target, images)
+    rank = _ranks(ranking)  # (N, d): position of each feature in the order
+    size = rank.shape[1]
+    counts = list(range(0, size, step)) + [size]
+    flat = images.flatten(1)
+    scores = []
+    for count in counts:
+        chosen = rank < count  # (N, d)
+        if mode == "insertion":
+            chosen = ~chosen
+        points = flat.masked_fill(chosen, fill).view_as(images)
+        scores.append(_scores_no_grad(model, points, target_classes, output_fn, batch_size))
+    return PerturbationCurve(counts=torch.tensor(counts), scores=torch.stack(scores, dim=1),
+                             mode=mode)
+
+
+def occlude_top_k(images: Tensor, ranking: Tensor, *, k: int, fill: float = 0.0) -> Tensor:
+    """The images with their k top-ranked features set to ``fill``.
+
+    :math:`\\tilde x_i = \\mathrm{fill}` for the k features with the largest ``ranking``
+    (ties by index), :math:`\\tilde x_i = x_i` otherwise. With a random ranking it occludes k
+    random features, the control.
+
+    Parameters
+    ----------
+    images : Tensor
+        Shape (N, C, H, W), floating point. Not modified.
+    ranking : Tensor
+        Shape (N, C, H, W).
+    k : int
+        Number of features occluded per image, 0 <= k <= C*H*W.
+    fill : float, optional
+        The value written.
+
+    Returns
+    -------
+    Tensor
+        Shape and dtype of ``images``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a wrong ``images`` or ``ranking`` or ``k`` out of range.
+
+    Examples
+    --------
+    >>> images = torch.ones(1, 1, 2, 2)
+    >>> occlude_top_k(images, torch.tensor([[[[0.1, 0.9], [0.5, 0.2]]]]), k=2).flatten().tolist()
+    [1.0, 0.0, 0.0, 1.0]
+    """
+    _check_images(images)
+    if not isinstance(ranking, Tensor) or ranking.shape != images.shape:
+        raise ValueError(f"ranking must be a tensor of the images' shape {tuple(images.shape)}")
+    _check_int("k", k, minimum=0)
+    if k > images[0].numel():
+        raise ValueError(f"k must be at most {images[0].numel()}; got {k}")
+    chosen = _ranks(ranking) < k
+    return images.detach().flatten(1).masked_fill(chosen, fill).view_as(images)
+
+
+def square_of_most_mass(attributions: Tensor, *, size: int) -> Tensor:
+    """The size x size square with the largest mean positive attribution over the maps.
+
+    With :math:`\\bar a_{hw} = \\frac1N \\sum_n \\sum_c \\max(a^{(n)}_{chw}, 0)`, the square's
+    top-left corner is :math:`\\arg\\max_{(h, w)} \\sum_{0 \\le u, v < \\mathrm{size}}
+    \\bar a_{h+u, w+v}` (the first in row-major order on ties). It localises a patch trigger
+    from attributions alone, with no knowledge of where the trigger is.
+
+    Parameters
+    ----------
+    attributions : Tensor
+        Shape (N, C, H, W).
+    size : int
+        Side of the square, 1 <= size <= min(H, W).
+
+    Returns
+    -------
+    Tensor
+        Shape (1, H, W), bool: the square.
+
+    Examples
+    --------
+    >>> maps = torch.zeros(2, 1, 5, 5)
+    >>> maps[:, 0, 3:5, 2:4] = 1.0
+    >>> square_of_most_mass(maps, size=2)[0].nonzero().tolist()
+    [[3, 2], [3, 3], [4, 2], [4, 3]]
+    """
+    _check_images(attributions, "attributions")
+    height, width = attributions.shape[2:]
+    _check_int("size", size, minimum=1)
+    if size > min(height, width):
+        raise ValueError(f"size must be at most {min(height, width)}; got {size}")
+    mean = attributions.detach().clamp_min(0).sum(dim=1).mean(dim=0)  # (H, W)
+    sums = F.avg_pool2d(mean[None, None], size, stride=1)[0, 0]  # (H-size+1, W-size+1)
+    corner = int(sums.flatten().argmax())
+    row, col = divmod(corner, sums.shape[1])
+    square = torch.zeros(1, height, width, dtype=torch.bool, device=attributions.device)
+    square[0, row : row + size, col : col + size] = True
+    return square
+
+
+def mask_iou(first: Tensor, second: Tensor) -> float:
+    """Intersection over union of two masks (their nonzero entries A and B).
+
+    .. math:: \\mathrm{IoU}(A, B) = \\frac{|A \\cap B|}{|A \\cup B|}
+
+    Parameters
+    ----------
+    first, second : Tensor
+        Masks of the same shape, not both empty.
+
+    Returns
+    -------
+    float
+        In [0, 1].
+
+    Examples
+    --------
+    >>> mask_iou(torch.tensor([1, 1, 0, 0]), torch.tensor([0, 1, 1, 0]))
+    0.3333333333333333
+    """
+    if not isinstance(first, Tensor) or not isinstance(second, Tensor):
+        raise TypeError("first and second must be tensors")
+    if first.shape != second.shape:
+        raise ValueError(f"masks differ in shape: {tuple(first.shape)} and {tuple(second.shape)}")
+    a, b = first != 0, second != 0
+    union = int((a | b).sum())
+    if union == 0:
+        raise ValueError("both masks are empty")
+    return int((a & b).sum()) / union
+
+
+def _ranks(ranking: Tensor) -> Tensor:
+    """Shape (N, d): the position of each feature when sorted by decreasing score."""
+    flat = ranking.detach().flatten(1)
+    order = flat.argsort(dim=1, descending=True, stable=True)
+    positions = torch.arange(flat.shape[1], device=flat.device).expand_as(order)
+    return torch.empty_like(order).scatter_(1, order, positions)
+
+
 # --------------------------------------------------------------------------- the math
 
 
@@ -729,8 +1134,13 @@ def _path_gradient_integral(
     output_fn: OutputFn | None,
     rule: QuadratureRule,
     batch_size: int,
+    points_dtype: torch.dtype | None = None,
 ) -> Tensor:
     """sum_k w_k dF(x' + alpha_k (x - x'))/dx, shape of x, in chunks of path points.
+
+    The points are formed in the dtype of ``end`` and ``start`` and rounded to
+    ``points_dtype`` (default: the same) before F sees them; the sum is kept in the dtype of
+    ``end``.
 
     x = ``end`` and x' = ``start`` have shape (N, ...): images, or the activations behind an
     affine prefix. The m x N grid of (step, image) path points is cut into blocks of at most
@@ -751,6 +1161,8 @@ def _path_gradient_integral(
             rows = slice(i0, min(i0 + images_per_block, num_images))
             alpha = alphas[steps].view(-1, *(1,) * end.ndim)  # (S, 1, ..., 1)
             points = torch.addcmul(start[rows], alpha, direction[rows])  # (S, B, ...)
+            if points_dtype is not None:
+                points = points.to(points_dtype)
             grads = _gradients_of_scores(
                 model, points.flatten(0, 1), target[rows].repeat(len(alpha)), output_fn
             ).view(points.shape)
@@ -758,6 +1170,13 @@ def _path_gradient_integral(
             for weight, grad in zip(weights[steps].tolist(), grads):  # in place, any layout
                 block_total.add_(grad, alpha=weight)
     return total
+
+
+def _widened(layers: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """The layers in float64: a float64 copy if ``dtype`` is narrower, else the layers."""
+    if torch.promote_types(dtype, torch.float64) == dtype:
+        return layers
+    return copy.deepcopy(layers).to(torch.float64)
 
 
 def _map_no_grad(layers: nn.Module, inputs: Tensor, batch_size: int) -> Tensor:
