@@ -108,3 +108,20 @@ def test_clear_errors_on_bad_input():
         auc(torch.rand(3), torch.zeros(3))
     with pytest.raises(TypeError, match="Zoo"):
         train_detector(LitmusDetector(num_patterns=1), zoo.stack)
+
+
+def test_score_modules_equals_score_on_zoo_models():
+    models = [ZooCNN() for _ in range(3)]
+    detector = LitmusDetector(num_patterns=4, seed=1)
+    torch.testing.assert_close(detector.score_modules(models), detector.score(ModelStack.from_models(models)),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_score_modules_errors():
+    detector = LitmusDetector(num_patterns=2, seed=0)
+    with pytest.raises(ValueError, match="empty"):
+        detector.score_modules([])
+    with pytest.raises(TypeError, match="models"):
+        detector.score_modules(["not a model"])
+    with pytest.raises(ValueError, match="shape"):
+        detector.score_modules([torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 3))])

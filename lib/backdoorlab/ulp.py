@@ -173,6 +173,43 @@ class LitmusDetector(nn.Module):
         """Probability that each model is backdoored: (K,) in [0, 1]."""
         return torch.sigmoid(self(_as_stack(models)))
 
+    @torch.no_grad()
+    def score_modules(self, models: Sequence[nn.Module]) -> torch.Tensor:
+        """Probability that each of ``models``, classifiers of any architecture, is backdoored.
+
+        The models must take images of the patterns' shape in [0, 1] and return
+        ``num_classes`` logits; they are run one by one on the patterns, and their logits go
+        through the same normalisation and head as in :meth:`forward`. This is how a detector
+        trained on one architecture is tried on another (transfer).
+
+        Returns
+        -------
+        torch.Tensor
+            (K,) in [0, 1].
+
+        Examples
+        --------
+        >>> detector = LitmusDetector(num_patterns=2, seed=0)
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+        >>> detector.score_modules([net, net]).shape
+        torch.Size([2])
+        """
+        if len(models) == 0:
+            raise ValueError("models is empty")
+        logits = []
+        for index, model in enumerate(models):
+            if not isinstance(model, nn.Module):
+                raise TypeError(f"models[{index}] must be a torch.nn.Module, got {type(model).__name__}")
+            output = model.eval()(self.patterns)
+            if output.shape != (self.patterns.shape[0], self.num_classes):
+                raise ValueError(f"models[{index}] returns shape {tuple(output.shape)}, expected "
+                                 f"({self.patterns.shape[0]}, {self.num_classes})")
+            logits.append(output)
+        features = torch.stack(logits).flatten(1)
+        if self.normalize:
+            features = F.layer_norm(features, features.shape[1:])
+        return torch.sigmoid(self.head(features).squeeze(1))
+
 
 def auc(scores: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray) -> float:
     """Area under the ROC curve of ``scores`` for the binary ``labels`` (1 = backdoored).
