@@ -15,7 +15,10 @@ yet fooled, adding the smallest perturbation that DeepFool (Moosavi-Dezfooli et 
 then projecting back onto the :math:`\\ell_p` ball of radius :math:`\\xi`
 (:func:`universal_perturbation`). :func:`sgd_universal_perturbation` is the projected-gradient
 alternative of Shafahi et al. (2020). :func:`fooling_rate` measures the share of images whose prediction
-changes, against the clean prediction as in the paper.
+changes, against the clean prediction as in the paper. :func:`targeted_universal_perturbation`
+asks for one class instead (measured by :func:`targeted_success_rate`), and
+:func:`span_perturbation` draws the random vectors in a subspace that the paper's test of its
+explanation compares with random vectors in the whole space.
 
 Clamping convention (the whole module)
     Images are float tensors in [0, 1] of shape (N, C, H, W) and budgets are in that unit. A
