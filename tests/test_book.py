@@ -73,10 +73,39 @@ def test_integrated_gradients_axioms_and_faithfulness_are_glued_and_hold():
 
 def test_universal_perturbation_numbers_meet_the_chapter_claims():
     values = glued("uap")
+    required = ("uap_alg1_fooling_rate_test_mean", "uap_alg1_fooling_rate_test_sd",
+                "uap_sgd_fooling_rate_test_mean", "uap_sgd_fooling_rate_test_sd",
+                "uap_random_fooling_rate_test_mean", "uap_num_seeds", "uap_alg1_passes_used",
+                "uap_subspace_fooling_rate", "uap_subspace_random_fooling_rate")
+    for key in required:
+        assert key in values, f"{key} is not glued"
+    assert values["uap_num_seeds"] >= 3
     assert values["uap_xi"] <= 0.4
-    assert values["uap_fooling_rate_test"] >= 0.80
-    assert values["uap_random_fooling_rate_test"] <= 0.20
-    assert 0.0 <= values["uap_alg1_fooling_rate_test"] <= 1.0
+    assert 1 <= values["uap_alg1_passes_used"] <= values["uap_alg1_max_passes"]
+    for key in ("uap_alg1_fooling_rate_test", "uap_sgd_fooling_rate_test"):
+        assert 0.0 <= values[f"{key}_min"] <= values[f"{key}_mean"] <= 1.0
+        assert values[f"{key}_sd"] >= 0.0
+    # the headline: some algorithm fools most test digits on average, far above the controls
+    assert values["uap_fooling_rate_test"] >= 0.70
+    assert values["uap_random_fooling_rate_test_mean"] <= 0.20
+    assert values["uap_max_control"] < values["uap_fooling_rate_test"]
+    # the per-pass history of Algorithm 1 is a fooling rate after each pass
+    for i in range(1, int(values["uap_alg1_max_passes"]) + 1):
+        assert 0.0 <= values[f"uap_alg1_history_pass{i}"] <= 1.0
+
+
+def test_universal_perturbation_subspace_and_targeted_numbers_are_consistent():
+    values = glued("uap")
+    assert 1 <= values["uap_subspace_k"] <= 784
+    for key in ("uap_subspace_fooling_rate", "uap_subspace_random_fooling_rate",
+                "uap_subspace_images_fooling_rate_mean"):
+        assert 0.0 <= values[key] <= 1.0, key
+    # the chapter's text says the subspace test is decided only by non-overlapping draws
+    assert values["uap_subspace_fooling_rate_min"] <= values["uap_subspace_fooling_rate"]
+    assert values["uap_deepfool_norm_median"] <= values["uap_deepfool_norm_q90"]
+    for model in ("clean", "badnets"):
+        assert 0.0 <= values[f"uap_targeted_{model}_to_target_mean"] <= 1.0
+        assert 0.0 <= values[f"uap_targeted_{model}_other_max"] <= 1.0
 
 
 def test_ulp_numbers_meet_the_chapter_claims():
@@ -92,12 +121,11 @@ def test_ulp_numbers_meet_the_chapter_claims():
 
 def test_universal_perturbation_l2_numbers_meet_the_chapter_claims():
     values = glued("uap")
-    assert values["uap_l2_reached_target"] == 1
-    assert values["uap_l2_fooling_rate_test"] >= 0.80
-    assert values["uap_l2_random_fooling_rate_test"] <= 0.20
+    assert values["uap_l2_fooling_rate_test"] >= 0.50
+    assert values["uap_l2_random_fooling_rate_test_mean"] <= 0.20
     assert values["uap_l2_checkerboard_fooling_rate_test"] <= 0.20
     assert values["uap_l2_max_control"] < values["uap_l2_fooling_rate_test"]
-    assert values["uap_l2_alg1_below_sgd"] == 1  # the prose says Algorithm 1 trails SGD
+    assert 1 <= values["uap_l2_alg1_passes_used"] <= values["uap_alg1_max_passes"]
 
 
 def test_dcae_numbers_are_glued():

@@ -614,3 +614,90 @@ def test_other_bad_arguments(cnn, data):
         sgd_call(cnn, data, lr=-1.0)
     with pytest.raises(ValueError, match="v must have shape \\(1, 8, 8\\)"):
         fooling_rate(cnn, data, torch.zeros(1, 1, 8, 8, dtype=torch.float64))
+
+
+# --------------------------------------------------------------------------- targeted variant
+
+
+def test_targeted_success_rate_against_hand_count():
+    # logits = pixels; v adds 0.3 to pixel 1: image 0 (0.5, 0.4) goes to class 1, image 1
+    # (0.9, 0.1) stays 0, image 2 (0.2, 0.3) is class 1 already and is not counted
+    images = torch.tensor([[[[0.5, 0.4]]], [[[0.9, 0.1]]], [[[0.2, 0.3]]]], dtype=torch.float64)
+    v = torch.tensor([[[0.0, 0.3]]], dtype=torch.float64)
+    assert uap.targeted_success_rate(nn.Flatten(), images, v, target=1) == 0.5
+    assert uap.targeted_success_rate(nn.Flatten(), images, v, target=0) == 0.0  # none moves to 0
+    assert uap.targeted_success_rate(nn.Flatten(), images[2:], v, target=1) == 0.0  # none eligible
+
+
+def test_targeted_first_step_is_a_sign_descent_step_towards_the_target():
+    # clean class 0, logits = pixels: the gradient of the cross-entropy towards class 1 in v is
+    # (p_0, p_1 - 1), so the l_inf descent step is lr * (-1, +1); the l_2 step is its unit vector
+    images = torch.tensor([[0.6, 0.5], [0.7, 0.2], [0.55, 0.45]], dtype=torch.float64)
+    images = images.reshape(3, 1, 1, 2)
+    kwargs = dict(target=1, xi=0.5, epochs=1, batch_size=3, lr=0.05, seed=0)
+    linf = uap.targeted_universal_perturbation(nn.Flatten(), images, p=math.inf, **kwargs)
+    l2 = uap.targeted_universal_perturbation(nn.Flatten(), images, p=2, **kwargs)
+    step = torch.tensor([[[-1.0, 1.0]]], dtype=torch.float64)
+    assert torch.allclose(linf.perturbation, 0.05 * step)
+    assert torch.allclose(l2.perturbation, 0.05 / math.sqrt(2) * step)
+    assert linf.target == 1 and len(linf.history) == 1
+
+
+@pytest.mark.parametrize("p, xi", [(2, 3.0), (math.inf, 0.3)])
+def test_targeted_uap_stays_in_ball_beats_random_and_is_seeded(cnn, data, p, xi):
+    result = uap.targeted_universal_perturbation(cnn, data, target=2, xi=xi, p=p, epochs=5,
+                                                 batch_size=10, seed=3)
+    assert lp_norm(result.perturbation, p) <= xi + TOL
+    assert result.success_rate == uap.targeted_success_rate(cnn, data, result.perturbation, target=2)
+    assert result.success_rate == result.history[-1] and len(result.history) == 5
+    noise = random_perturbation((1, 8, 8), xi=xi, p=p, seed=0).double()
+    assert result.success_rate > uap.targeted_success_rate(cnn, data, noise, target=2) + 0.2
+    again = uap.targeted_universal_perturbation(cnn, data, target=2, xi=xi, p=p, epochs=5,
+                                                batch_size=10, seed=3)
+    assert torch.equal(result.perturbation, again.perturbation)
+
+
+def test_targeted_bad_arguments(cnn, data):
+    with pytest.raises(ValueError, match="target must be in 0..2"):
+        uap.targeted_universal_perturbation(cnn, data, target=3, xi=0.1, p=2)
+    with pytest.raises(TypeError, match="target must be an int"):
+        uap.targeted_success_rate(cnn, data, torch.zeros(1, 8, 8, dtype=torch.float64), target=1.0)
+    with pytest.raises(ValueError, match="xi"):
+        uap.targeted_universal_perturbation(cnn, data, target=0, xi=0.0, p=2)
+    with pytest.raises(ValueError, match="images must have values in"):
+        uap.targeted_universal_perturbation(cnn, data + 2, target=0, xi=0.1, p=2)
+
+
+# --------------------------------------------------------------------------- span control
+
+
+def test_span_perturbation_has_norm_xi_lies_in_the_span_and_is_seeded():
+    g = torch.Generator().manual_seed(0)
+    q, _ = torch.linalg.qr(torch.randn(64, 5, generator=g, dtype=torch.float64))
+    basis = q.T.reshape(5, 1, 8, 8)  # 5 orthonormal vectors of R^64
+    v = uap.span_perturbation(basis, xi=2.5, seed=1)
+    assert v.shape == (1, 8, 8) and v.dtype == torch.float64
+    assert abs(v.norm().item() - 2.5) < 1e-9
+    coefficients = q.T @ v.flatten()
+    assert torch.allclose(q @ coefficients, v.flatten())  # no component outside the span
+    assert torch.equal(v, uap.span_perturbation(basis, xi=2.5, seed=1))
+    assert not torch.equal(v, uap.span_perturbation(basis, xi=2.5, seed=2))
+
+
+def test_span_perturbation_direction_is_uniform_on_the_sphere_of_the_span():
+    # for an orthonormal basis the coefficients are a uniform unit vector: E[c_j^2] = 1/k
+    basis = torch.eye(3, dtype=torch.float64).reshape(3, 1, 1, 3)
+    squares = torch.stack([uap.span_perturbation(basis, xi=1.0, seed=s).flatten() ** 2
+                           for s in range(3000)])
+    assert torch.allclose(squares.mean(0), torch.full((3,), 1 / 3, dtype=torch.float64), atol=0.02)
+
+
+def test_span_perturbation_bad_arguments():
+    with pytest.raises(ValueError, match="basis must have shape \\(k, C, H, W\\)"):
+        uap.span_perturbation(torch.zeros(4, 4), xi=1.0, seed=0)
+    with pytest.raises(ValueError, match="span more than the zero vector"):
+        uap.span_perturbation(torch.zeros(2, 1, 2, 2), xi=1.0, seed=0)
+    with pytest.raises(TypeError, match="basis must be a floating"):
+        uap.span_perturbation(torch.ones(2, 1, 2, 2, dtype=torch.long), xi=1.0, seed=0)
+    with pytest.raises(ValueError, match="xi"):
+        uap.span_perturbation(torch.ones(2, 1, 2, 2), xi=-1.0, seed=0)

@@ -15,7 +15,10 @@ yet fooled, adding the smallest perturbation that DeepFool (Moosavi-Dezfooli et 
 then projecting back onto the :math:`\\ell_p` ball of radius :math:`\\xi`
 (:func:`universal_perturbation`). :func:`sgd_universal_perturbation` is the projected-gradient
 alternative of Shafahi et al. (2020). :func:`fooling_rate` measures the share of images whose prediction
-changes, against the clean prediction as in the paper.
+changes, against the clean prediction as in the paper. :func:`targeted_universal_perturbation`
+asks for one class instead (measured by :func:`targeted_success_rate`), and
+:func:`span_perturbation` draws the random vectors in a subspace that the paper's test of its
+explanation compares with random vectors in the whole space.
 
 Clamping convention (the whole module)
     Images are float tensors in [0, 1] of shape (N, C, H, W) and budgets are in that unit. A
@@ -59,6 +62,7 @@ __all__ = [
     "DEFAULT_BATCH_SIZE",
     "STEP_MARGIN",
     "DeepFoolResult",
+    "TargetedUAPResult",
     "UAPResult",
     "checkerboard",
     "deepfool",
@@ -66,6 +70,9 @@ __all__ = [
     "project_lp",
     "random_perturbation",
     "sgd_universal_perturbation",
+    "span_perturbation",
+    "targeted_success_rate",
+    "targeted_universal_perturbation",
     "universal_perturbation",
 ]
 
@@ -139,6 +146,30 @@ class UAPResult:
     fooling_rate: float
     history: tuple[float, ...]
     converged: bool
+
+
+@dataclass(frozen=True, eq=False)
+class TargetedUAPResult:
+    """A targeted universal perturbation and how it was reached.
+
+    Attributes
+    ----------
+    perturbation : Tensor
+        Shape (C, H, W), with ``||perturbation||_p <= xi``; apply it as
+        ``(x + perturbation).clamp(0, 1)``.
+    target : int
+        The class the perturbation aims at.
+    success_rate : float
+        In [0, 1]: :func:`targeted_success_rate` on the images it was computed from, after the
+        last epoch.
+    history : tuple of float
+        The success rate on those images after each epoch.
+    """
+
+    perturbation: Tensor
+    target: int
+    success_rate: float
+    history: tuple[float, ...]
 
 
 # --------------------------------------------------------------------------- input checks
@@ -796,9 +827,9 @@ def sgd_universal_perturbation(
 
     .. math::
 
-        v \\leftarrow P_{\\infty,\\xi}\\bigl(v + \\eta \\operatorname{sign}(g)\\bigr)
+        v \\leftarrow P_{\\infty,\\xi}\\bigl(v + \\alpha \\operatorname{sign}(g)\\bigr)
         \\quad\\text{or}\\quad
-        v \\leftarrow P_{2,\\xi}\\bigl(v + \\eta\\, g / \\|g\\|_2\\bigr) .
+        v \\leftarrow P_{2,\\xi}\\bigl(v + \\alpha\\, g / \\|g\\|_2\\bigr) .
 
     After each epoch (one pass over X in a seeded order) the fooling rate on X is measured;
     training stops once it reaches ``1 - delta``, as in :func:`universal_perturbation`.
@@ -818,7 +849,7 @@ def sgd_universal_perturbation(
     batch_size : int
         Images per gradient step, >= 1.
     lr : float, optional
-        Step length :math:`\\eta` in the unit of the images, > 0. Default ``xi / 10``.
+        Step length :math:`\\alpha` in the unit of the images, > 0. Default ``xi / 10``.
     delta : float
         In (0, 1): stop once the fooling rate on X reaches ``1 - delta``.
     loss_clamp : float
@@ -898,7 +929,272 @@ def sgd_universal_perturbation(
                      converged=history[-1] >= 1.0 - delta)
 
 
+# --------------------------------------------------------------------------- targeted variant
+
+
+def _check_target(target: object, num_classes: int) -> int:
+    if isinstance(target, bool) or not isinstance(target, numbers.Integral):
+        raise TypeError(f"target must be an int, got {target!r}")
+    if not 0 <= target < num_classes:
+        raise ValueError(f"target must be in 0..{num_classes - 1} (the model's outputs), "
+                         f"got {target!r}")
+    return int(target)
+
+
+@torch.no_grad()
+def _target_share(model: nn.Module, images: Tensor, v: Tensor, target: int, *,
+                  batch_size: int) -> float:
+    """Share of the images not predicted ``target`` clean that model(clamp(x + v)) sends there."""
+    sent = eligible = 0
+    for chunk in images.split(batch_size):
+        clean = model(chunk).argmax(dim=1) != target
+        moved = model(_perturb(chunk, v)).argmax(dim=1) == target
+        sent += (moved & clean).sum().item()
+        eligible += clean.sum().item()
+    return sent / eligible if eligible else 0.0
+
+
+def targeted_success_rate(model: nn.Module, images: Tensor, v: Tensor, *, target: int,
+                          batch_size: int = DEFAULT_BATCH_SIZE) -> float:
+    """Share of images sent to class ``target`` by the perturbation ``v``.
+
+    .. math::
+
+        \\text{success rate} =
+        \\frac{\\sum_n \\mathbb{1}\\bigl[\\hat k(\\operatorname{clamp}(x_n + v, 0, 1)) = t
+               \\wedge \\hat k(x_n) \\ne t\\bigr]}
+             {\\sum_n \\mathbb{1}\\bigl[\\hat k(x_n) \\ne t\\bigr]},
+
+    over the images whose clean prediction is not already the target :math:`t` (the attack
+    success rate of a backdoor trigger is measured the same way). 0 if there is no such image.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Classifier returning logits (N, K); run in eval mode, its modes restored afterwards.
+    images : Tensor
+        Shape (N, C, H, W), floating, values in [0, 1]. Not modified.
+    v : Tensor
+        Shape (C, H, W): one perturbation added to every image.
+    target : int
+        The class, in 0..K-1.
+    batch_size : int
+        Images per forward pass, >= 1.
+
+    Returns
+    -------
+    float
+        In [0, 1].
+
+    Raises
+    ------
+    TypeError
+        If an argument has the wrong type.
+    ValueError
+        If ``images`` is not 4-D, empty or outside [0, 1], ``v`` is not (C, H, W) or not
+        finite, ``target`` is outside 0..K-1, or ``batch_size < 1``.
+
+    Examples
+    --------
+    Logits (x_0, x_1) on 1x1x2 images; adding 0.3 to pixel 1 sends one of the two images
+    predicted 0 to class 1 (the third image is already class 1 and is not counted).
+
+    >>> import torch
+    >>> from backdoorlab.uap import targeted_success_rate
+    >>> images = torch.tensor([[[[0.5, 0.4]]], [[[0.9, 0.1]]], [[[0.2, 0.3]]]])
+    >>> targeted_success_rate(torch.nn.Flatten(), images, torch.tensor([[[0.0, 0.3]]]), target=1)
+    0.5
+    """
+    _check_model(model)
+    _check_images(images)
+    _check_perturbation(v, tuple(images.shape[1:]))
+    batch_size = _check_int("batch_size", batch_size, minimum=1)
+    images, v = images.detach(), v.detach()
+    with _eval_mode(model), torch.no_grad():
+        target = _check_target(target, model(images[:1]).shape[1])
+        return _target_share(model, images, v, target, batch_size=batch_size)
+
+
+def targeted_universal_perturbation(
+    model: nn.Module,
+    images: Tensor,
+    *,
+    target: int,
+    xi: float,
+    p: float,
+    epochs: int = 10,
+    batch_size: int = 100,
+    lr: float | None = None,
+    seed: int = 0,
+    eval_batch_size: int = DEFAULT_BATCH_SIZE,
+) -> TargetedUAPResult:
+    """Targeted universal perturbation: one small v that sends most images to class ``target``.
+
+    The targeted counterpart of :func:`sgd_universal_perturbation`: projected stochastic
+    gradient *descent* on the cross-entropy towards the target :math:`t` over mini-batches B
+    of X,
+
+    .. math::
+
+        \\min_{\\|v\\|_p \\le \\xi} \\ \\frac{1}{|B|} \\sum_{x \\in B}
+        \\ell\\bigl(\\operatorname{clamp}(x + v, 0, 1), t\\bigr),
+
+    with the steepest descent step for the norm followed by the projection,
+    :math:`v \\leftarrow P_{\\infty,\\xi}(v - \\alpha \\operatorname{sign}(g))` or
+    :math:`v \\leftarrow P_{2,\\xi}(v - \\alpha\\, g / \\|g\\|_2)`. All ``epochs`` are run (no
+    early stop); after each, :func:`targeted_success_rate` on X is recorded. Comparing the
+    success rates of the targets at one budget shows which class is easiest to reach; a
+    backdoor's target class is expected to stand out (the idea behind Neural Cleanse).
+
+    Parameters
+    ----------
+    model : nn.Module
+        Classifier returning logits (N, K); run in eval mode, modes restored afterwards.
+    images : Tensor
+        The set X, shape (N, C, H, W), floating, values in [0, 1]. Not modified.
+    target : int
+        The class t to send the images to, in 0..K-1.
+    xi : float
+        Radius of the l_p ball, > 0.
+    p : {2, math.inf}
+        The norm.
+    epochs : int
+        Passes over X, >= 1.
+    batch_size : int
+        Images per gradient step, >= 1.
+    lr : float, optional
+        Step length :math:`\\alpha`, > 0. Default ``xi / 10``.
+    seed : int
+        Seeds the order of the images (a ``torch.Generator``).
+    eval_batch_size : int
+        Images per forward pass for the success rates, >= 1.
+
+    Returns
+    -------
+    TargetedUAPResult
+        ``perturbation`` (C, H, W) with ``||v||_p <= xi``, ``target``, ``success_rate`` on X
+        and the per-epoch ``history``.
+
+    Raises
+    ------
+    TypeError
+        If an argument has the wrong type.
+    ValueError
+        If ``images`` is not 4-D, empty or outside [0, 1]; ``target`` outside 0..K-1; ``xi``
+        or ``lr`` not positive; ``p`` not 2 or inf; an integer option below 1.
+
+    Examples
+    --------
+    Logits (x_0, x_1) on 1x1x2 images predicted 0 (pixel 0 leads by less than 0.15): sign
+    steps of 0.01 towards class 1 reach the corner (-0.1, 0.1) and send every image there.
+
+    >>> import math, torch
+    >>> from backdoorlab.uap import targeted_universal_perturbation
+    >>> g = torch.Generator().manual_seed(0)
+    >>> low = 0.3 + 0.4 * torch.rand(50, generator=g)
+    >>> high = low + 0.15 * torch.rand(50, generator=g)
+    >>> images = torch.stack([high, low], dim=1).reshape(50, 1, 1, 2)
+    >>> result = targeted_universal_perturbation(torch.nn.Flatten(), images, target=1, xi=0.1,
+    ...                                          p=math.inf, epochs=2, batch_size=10)
+    >>> result.history, result.perturbation
+    ((0.58, 1.0), tensor([[[-0.1000,  0.1000]]]))
+    """
+    _check_model(model)
+    _check_images(images)
+    xi = _check_real("xi", xi, positive=True)
+    p = _check_p(p)
+    epochs = _check_int("epochs", epochs, minimum=1)
+    batch_size = _check_int("batch_size", batch_size, minimum=1)
+    lr = xi / 10 if lr is None else _check_real("lr", lr, positive=True)
+    generator = torch.Generator().manual_seed(_check_seed(seed))
+    eval_batch_size = _check_int("eval_batch_size", eval_batch_size, minimum=1)
+    images = images.detach()
+    v = torch.zeros_like(images[0])  # (C, H, W)
+    history: list[float] = []
+    with _eval_mode(model):
+        with torch.no_grad():
+            target = _check_target(target, model(images[:1]).shape[1])
+        for _ in range(epochs):
+            order = torch.randperm(images.shape[0], generator=generator).to(images.device)
+            for group in order.split(batch_size):
+                v_var = v.clone().requires_grad_(True)
+                with torch.enable_grad():
+                    logits = model(_perturb(images[group], v_var))
+                    labels = torch.full_like(group, target)
+                    (grad,) = torch.autograd.grad(F.cross_entropy(logits, labels), v_var)
+                if p == math.inf:
+                    step = grad.sign()
+                else:
+                    step = grad / grad.norm().clamp_min(torch.finfo(grad.dtype).tiny)
+                v = project_lp(v - lr * step, xi, p)  # descent: towards the target
+            history.append(_target_share(model, images, v, target, batch_size=eval_batch_size))
+    return TargetedUAPResult(perturbation=v, target=target, success_rate=history[-1],
+                             history=tuple(history))
+
+
 # --------------------------------------------------------------------------- controls
+
+
+def span_perturbation(basis: Tensor, *, xi: float, seed: int) -> Tensor:
+    """A random direction in the span of given vectors, scaled to l_2 norm ``xi``.
+
+    With the rows :math:`b_1, \\dots, b_k` of ``basis`` orthonormal (e.g. the top-k right
+    singular vectors of a matrix of boundary normals),
+
+    .. math::
+
+        v = \\xi \\, \\frac{\\sum_{j=1}^k z_j b_j}{\\lVert \\sum_{j=1}^k z_j b_j \\rVert_2},
+        \\qquad z \\sim N(0, I_k),
+
+    is uniform on the sphere of radius :math:`\\xi` of their span (the Gaussian is rotation
+    invariant); the paper's test of its explanation compares such vectors with random vectors
+    of the same norm in the whole space (:func:`random_perturbation` with ``p=2``).
+
+    Parameters
+    ----------
+    basis : Tensor
+        Shape (k, C, H, W), floating, finite, k >= 1: the spanning vectors, orthonormal for a
+        uniform direction (any spanning set still gives a direction in the span).
+    xi : float
+        The l_2 norm of the result, > 0.
+    seed : int
+        Seeds a ``torch.Generator``; the same seed gives the same vector.
+
+    Returns
+    -------
+    Tensor
+        Shape (C, H, W), dtype of ``basis``, with ``||v||_2 = xi`` (up to rounding).
+
+    Raises
+    ------
+    TypeError
+        If ``basis`` is not a floating tensor, or ``xi`` or ``seed`` has the wrong type.
+    ValueError
+        If ``basis`` is not 4-D with k >= 1, is not finite, spans only 0, or ``xi <= 0``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from backdoorlab.uap import span_perturbation
+    >>> basis = torch.eye(4)[:2].reshape(2, 1, 2, 2)       # the first two pixels
+    >>> v = span_perturbation(basis, xi=3.0, seed=0)
+    >>> round(v.norm().item(), 4), v.flatten()[2:].tolist()
+    (3.0, [0.0, 0.0])
+    """
+    if not isinstance(basis, Tensor) or not basis.is_floating_point():
+        raise TypeError(f"basis must be a floating torch.Tensor, got {type(basis).__name__}")
+    if basis.ndim != 4 or basis.shape[0] < 1:
+        raise ValueError(f"basis must have shape (k, C, H, W) with k >= 1, got {tuple(basis.shape)}")
+    if not torch.isfinite(basis).all():
+        raise ValueError("basis must be finite")
+    xi = _check_real("xi", xi, positive=True)
+    generator = torch.Generator().manual_seed(_check_seed(seed))
+    z = torch.randn(basis.shape[0], generator=generator, dtype=basis.dtype)
+    direction = torch.tensordot(z, basis, dims=1)  # (C, H, W)
+    norm = direction.norm()
+    if not norm > 0:
+        raise ValueError("basis must span more than the zero vector")
+    return xi * direction / norm
 
 
 def random_perturbation(shape: tuple[int, int, int], *, xi: float, p: float, seed: int,
