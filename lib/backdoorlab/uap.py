@@ -947,8 +947,8 @@ def _target_share(model: nn.Module, images: Tensor, v: Tensor, target: int, *,
     """Share of the images not predicted ``target`` clean that model(clamp(x + v)) sends there."""
     sent = eligible = 0
     for chunk in images.split(batch_size):
-        clean = model(chunk).argmax(dim=1) != target
-        moved = model(_perturb(chunk, v)).argmax(dim=1) == target
+        clean = _checks.check_logits(model(chunk), num_images=len(chunk)).argmax(dim=1) != target
+        moved = _checks.check_logits(model(_perturb(chunk, v)), num_images=len(chunk)).argmax(dim=1) == target
         sent += (moved & clean).sum().item()
         eligible += clean.sum().item()
     return sent / eligible if eligible else 0.0
@@ -1011,7 +1011,7 @@ def targeted_success_rate(model: nn.Module, images: Tensor, v: Tensor, *, target
     batch_size = _check_int("batch_size", batch_size, minimum=1)
     images, v = images.detach(), v.detach()
     with _eval_mode(model), torch.no_grad():
-        target = _check_target(target, model(images[:1]).shape[1])
+        target = _check_target(target, _checks.check_logits(model(images[:1]), num_images=1).shape[1])
         return _target_share(model, images, v, target, batch_size=batch_size)
 
 
@@ -1113,7 +1113,7 @@ def targeted_universal_perturbation(
     history: list[float] = []
     with _eval_mode(model):
         with torch.no_grad():
-            target = _check_target(target, model(images[:1]).shape[1])
+            target = _check_target(target, _checks.check_logits(model(images[:1]), num_images=1).shape[1])
         for _ in range(epochs):
             order = torch.randperm(images.shape[0], generator=generator).to(images.device)
             for group in order.split(batch_size):
