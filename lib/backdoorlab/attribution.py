@@ -846,6 +846,12 @@ def one_pixel_sensitivity(
     >>> check.gradient_violations, check.ig_violations
     (1, 0)
     """
+    _checks.check_model(model)
+    _checks.check_labels(pixels, name="pixels")  # a 1-D integer tensor (a bool mask is refused)
+    _checks.check_real("value", value)
+    _checks.check_real("tolerance", tolerance, minimum=0.0)
+    if output_fn is not None and not callable(output_fn):
+        raise TypeError(f"output_fn must be callable or None, got {type(output_fn).__name__}")
     _check_images(image, "image")
     if image.shape[0] != 1:
         raise ValueError(f"image must hold exactly one image; got shape {tuple(image.shape)}")
@@ -978,6 +984,11 @@ def perturbation_curve(
     _check_images(images)
     if not isinstance(ranking, Tensor) or ranking.shape != images.shape:
         raise ValueError(f"ranking must be a tensor of the images' shape {tuple(images.shape)}")
+    _checks.check_finite("ranking", ranking)
+    _checks.check_real("fill", fill)
+    _checks.check_model(model)
+    if output_fn is not None and not callable(output_fn):
+        raise TypeError(f"output_fn must be callable or None, got {type(output_fn).__name__}")
     if mode not in ("deletion", "insertion"):
         raise ValueError(f"mode must be 'deletion' or 'insertion'; got {mode!r}")
     _check_int("step", step, minimum=1)
@@ -1036,6 +1047,8 @@ def occlude_top_k(images: Tensor, ranking: Tensor, *, k: int, fill: float = 0.0)
     _check_images(images)
     if not isinstance(ranking, Tensor) or ranking.shape != images.shape:
         raise ValueError(f"ranking must be a tensor of the images' shape {tuple(images.shape)}")
+    _checks.check_finite("ranking", ranking)
+    _checks.check_real("fill", fill)
     _check_int("k", k, minimum=0)
     if k > images[0].numel():
         raise ValueError(f"k must be at most {images[0].numel()}; got {k}")
@@ -1106,12 +1119,15 @@ def mask_iou(first: Tensor, second: Tensor) -> float:
     """
     if not isinstance(first, Tensor) or not isinstance(second, Tensor):
         raise TypeError("first and second must be tensors")
+    _checks.check_finite("first", first)
+    _checks.check_finite("second", second)
     if first.shape != second.shape:
-        raise ValueError(f"masks differ in shape: {tuple(first.shape)} and {tuple(second.shape)}")
+        raise ValueError(f"first and second must have the same shape, got {tuple(first.shape)} and "
+                         f"{tuple(second.shape)}")
     a, b = first != 0, second != 0
     union = int((a | b).sum())
     if union == 0:
-        raise ValueError("both masks are empty")
+        raise ValueError("first and second are both empty masks: their IoU is undefined")
     return int((a & b).sum()) / union
 
 
