@@ -717,7 +717,7 @@ def locate_trigger(images: torch.Tensor, reference: torch.Tensor, *, size: int) 
     (3, 1, 1.0)
     """
     check_images(images)
-    check_images(reference)
+    check_images(reference, name="reference")
     if len(images) == 0 or len(reference) == 0:
         raise ValueError("images and reference must not be empty")
     if tuple(images.shape[1:]) != tuple(reference.shape[1:]):
@@ -767,7 +767,7 @@ def nearest_neighbour_distance(images: torch.Tensor, reference: torch.Tensor, *,
     [0.0625]
     """
     check_images(images)
-    check_images(reference)
+    check_images(reference, name="reference")
     if len(reference) == 0:
         raise ValueError("reference must not be empty")
     if tuple(images.shape[1:]) != tuple(reference.shape[1:]):
@@ -863,6 +863,15 @@ def compare_runs(after: Sequence[float], before: Sequence[float], *, claimed: fl
     >>> compare_runs([1.1, 1.3, 1.2, 1.25], [1.0, 1.0, 1.0, 1.0], claimed=0.5).verdict
     'does not reproduce'
     """
+    for name, values in (("after", after), ("before", before)):
+        try:
+            finite = np.isfinite(np.asarray(values, dtype=float)).all()
+        except (TypeError, ValueError):
+            raise TypeError(f"{name} must be a sequence of real numbers, got {values!r}") from None
+        if not finite:
+            raise ValueError(f"{name} must be finite, got {values!r}")
+    if claimed is not None:
+        _checks.check_real("claimed", claimed)
     a = np.asarray(after, dtype=float)
     b = np.asarray(before, dtype=float)
     if a.ndim != 1 or a.shape != b.shape or a.size < 2:
