@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from . import _checks
 from .zoo import ModelStack, Zoo, ZooCNN
 
 __all__ = ["NeuralCleanseResult", "anomaly_index", "neural_cleanse", "MAD_CONSISTENCY"]
@@ -109,8 +110,8 @@ def anomaly_index(norms: torch.Tensor) -> torch.Tensor:
     """
     if not isinstance(norms, torch.Tensor):
         raise TypeError(f"norms must be a torch.Tensor, got {type(norms).__name__}")
-    if norms.ndim != 2 or norms.shape[1] < 2:
-        raise ValueError(f"norms must have shape (K, L) with L >= 2, got {tuple(norms.shape)}")
+    if norms.ndim != 2 or norms.shape[0] < 1 or norms.shape[1] < 2:
+        raise ValueError(f"norms must have shape (K, L) with K >= 1 and L >= 2, got {tuple(norms.shape)}")
     if not torch.isfinite(norms).all() or (norms < 0).any():
         raise ValueError("norms must be finite and non-negative")
     norms = norms.double()
@@ -335,6 +336,20 @@ def neural_cleanse(
     (torch.Size([2, 3, 28, 28]), torch.Size([2]))
     """
     stack = _as_stack(models)
+    for name, value in stack.parameter_dict().items():
+        _checks.check_finite(f"models (parameter {name})", value)
+    _checks.check_images(images, nonempty=True)
+    if labels is not None and not isinstance(labels, Sequence):
+        raise TypeError(f"labels must be a sequence of ints, got {type(labels).__name__}")
+    labels = None if labels is None else [_checks.check_int("labels", t) for t in labels]
+    for name, value in (("epochs", epochs), ("steps_per_epoch", steps_per_epoch), ("batch_size", batch_size),
+                        ("patience", patience), ("early_stop_patience", early_stop_patience),
+                        ("model_chunk", model_chunk)):
+        _checks.check_int(name, value)
+    for name, value in (("lr", lr), ("init_cost", init_cost), ("cost_multiplier", cost_multiplier),
+                        ("attack_threshold", attack_threshold), ("early_stop_threshold", early_stop_threshold)):
+        _checks.check_real(name, value)
+    _checks.check_seed(seed)
     if not isinstance(images, torch.Tensor):
         raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
     in_channels, num_classes = stack.architecture["in_channels"], stack.architecture["num_classes"]
@@ -374,7 +389,7 @@ def neural_cleanse(
     masks, patterns = torch.zeros(k, num_labels, h, w), torch.zeros(k, num_labels, c, h, w)
     success, epochs_run = torch.zeros(k, num_labels), torch.zeros(k, num_labels, dtype=torch.long)
     start = time.perf_counter()
-    frozen = stack.requires_grad_(False)
+    frozen = stack  # select() below copies the parameters: the caller's stack is not frozen
     for members, columns in problems:
         rows, cols = torch.tensor(members)[:, None], torch.tensor(columns)[None, :]
         out = _solve(frozen.select(members).requires_grad_(False), images, target[columns], mask_init[rows, cols],
