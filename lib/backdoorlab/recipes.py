@@ -421,6 +421,8 @@ def mnist_autoencoders(
     """
     if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
         raise ValueError(f"num_workers must be a positive int, got {num_workers!r}")
+    if not isinstance(configurations, (list, tuple)) or not all(isinstance(o, dict) for o in configurations):
+        raise TypeError(f"configurations must be a list of dicts of mnist_autoencoder options, got {configurations!r}")
     configurations = [dict(options) for options in configurations]
     if num_workers > 1 and len(configurations) > 1:
         import multiprocessing
