@@ -24,7 +24,7 @@ from torch import nn
 
 import backdoorlab as bl
 from backdoorlab import attribution, cache, copula, data, dcae, models, plot, recipes, stats, train, triggers, uap
-from backdoorlab import ulp, zoo
+from backdoorlab import neural_cleanse, ulp, zoo
 from backdoorlab.data import ImageSet
 
 TIMEOUT_SECONDS = 20
@@ -304,6 +304,68 @@ bad("uap.sgd_universal_perturbation", "lr NaN", "lr",
     lambda: uap.sgd_universal_perturbation(Linear(), images(), xi=0.1, p=2, lr=NAN))
 bad("uap.sgd_universal_perturbation", "epochs 0", "epochs",
     lambda: uap.sgd_universal_perturbation(Linear(), images(), xi=0.1, p=2, epochs=0))
+# targeted variant and span control
+for kind in BROKEN:
+    bad("uap.targeted_success_rate", f"broken model {kind}", "model",
+        lambda kind=kind: uap.targeted_success_rate(Broken(kind), images(), torch.zeros(1, 28, 28), target=0))
+    bad("uap.targeted_universal_perturbation", f"broken model {kind}", "model",
+        lambda kind=kind: uap.targeted_universal_perturbation(Broken(kind), images(), target=0, xi=0.1, p=math.inf,
+                                                              epochs=1))
+bad("uap.targeted_success_rate", "model None", "model",
+    lambda: uap.targeted_success_rate(None, images(), torch.zeros(1, 28, 28), target=0))
+bad("uap.targeted_success_rate", "v NaN", "v",
+    lambda: uap.targeted_success_rate(Linear(), images(), torch.full((1, 28, 28), NAN), target=0))
+bad("uap.targeted_success_rate", "v shape", "v",
+    lambda: uap.targeted_success_rate(Linear(), images(), torch.zeros(28, 28), target=0))
+bad("uap.targeted_success_rate", "NaN images", "images",
+    lambda: uap.targeted_success_rate(Linear(), torch.full((1, 1, 28, 28), NAN), torch.zeros(1, 28, 28), target=0))
+bad("uap.targeted_success_rate", "target 10", "target",
+    lambda: uap.targeted_success_rate(Linear(), images(), torch.zeros(1, 28, 28), target=10))
+bad("uap.targeted_success_rate", "target float", "target",
+    lambda: uap.targeted_success_rate(Linear(), images(), torch.zeros(1, 28, 28), target=0.5))
+bad("uap.targeted_success_rate", "target bool", "target",
+    lambda: uap.targeted_success_rate(Linear(), images(), torch.zeros(1, 28, 28), target=True))
+bad("uap.targeted_success_rate", "batch_size 0", "batch_size",
+    lambda: uap.targeted_success_rate(Linear(), images(), torch.zeros(1, 28, 28), target=0, batch_size=0))
+for seed in BAD_SEEDS:
+    bad("uap.targeted_universal_perturbation", f"seed {seed!r}", "seed",
+        lambda seed=seed: uap.targeted_universal_perturbation(Linear(), images(), target=0, xi=0.1, p=2, epochs=1,
+                                                              seed=seed))
+    bad("uap.span_perturbation", f"seed {seed!r}", "seed",
+        lambda seed=seed: uap.span_perturbation(torch.eye(4)[:2].reshape(2, 1, 2, 2), xi=1.0, seed=seed))
+bad("uap.targeted_universal_perturbation", "target 10", "target",
+    lambda: uap.targeted_universal_perturbation(Linear(), images(), target=10, xi=0.1, p=2, epochs=1))
+bad("uap.targeted_universal_perturbation", "target float", "target",
+    lambda: uap.targeted_universal_perturbation(Linear(), images(), target=1.0, xi=0.1, p=2, epochs=1))
+bad("uap.targeted_universal_perturbation", "xi NaN", "xi",
+    lambda: uap.targeted_universal_perturbation(Linear(), images(), target=0, xi=NAN, p=2, epochs=1))
+bad("uap.targeted_universal_perturbation", "xi 0", "xi",
+    lambda: uap.targeted_universal_perturbation(Linear(), images(), target=0, xi=0.0, p=2, epochs=1))
+bad("uap.targeted_universal_perturbation", "p 1", "p",
+    lambda: uap.targeted_universal_perturbation(Linear(), images(), target=0, xi=0.1, p=1, epochs=1))
+bad("uap.targeted_universal_perturbation", "epochs 0", "epochs",
+    lambda: uap.targeted_universal_perturbation(Linear(), images(), target=0, xi=0.1, p=2, epochs=0))
+bad("uap.targeted_universal_perturbation", "lr inf", "lr",
+    lambda: uap.targeted_universal_perturbation(Linear(), images(), target=0, xi=0.1, p=2, epochs=1, lr=INF))
+bad("uap.targeted_universal_perturbation", "batch_size float", "batch_size",
+    lambda: uap.targeted_universal_perturbation(Linear(), images(), target=0, xi=0.1, p=2, epochs=1, batch_size=2.0))
+bad("uap.targeted_universal_perturbation", "eval_batch_size 0", "eval_batch_size",
+    lambda: uap.targeted_universal_perturbation(Linear(), images(), target=0, xi=0.1, p=2, epochs=1,
+                                                eval_batch_size=0))
+bad("uap.targeted_universal_perturbation", "model None", "model",
+    lambda: uap.targeted_universal_perturbation(None, images(), target=0, xi=0.1, p=2, epochs=1))
+bad("uap.targeted_universal_perturbation", "images 3-D", "images",
+    lambda: uap.targeted_universal_perturbation(Linear(), images()[0], target=0, xi=0.1, p=2, epochs=1))
+bad("uap.span_perturbation", "basis list", "basis", lambda: uap.span_perturbation([[0.0]], xi=1.0, seed=0))
+bad("uap.span_perturbation", "basis int", "basis",
+    lambda: uap.span_perturbation(torch.ones(1, 1, 2, 2, dtype=torch.long), xi=1.0, seed=0))
+bad("uap.span_perturbation", "basis 3-D", "basis", lambda: uap.span_perturbation(torch.ones(1, 2, 2), xi=1.0, seed=0))
+bad("uap.span_perturbation", "basis NaN", "basis",
+    lambda: uap.span_perturbation(torch.full((1, 1, 2, 2), NAN), xi=1.0, seed=0))
+bad("uap.span_perturbation", "basis zero", "basis",
+    lambda: uap.span_perturbation(torch.zeros(2, 1, 2, 2), xi=1.0, seed=0))
+bad("uap.span_perturbation", "xi NaN", "xi", lambda: uap.span_perturbation(torch.ones(1, 1, 2, 2), xi=NAN, seed=0))
+bad("uap.span_perturbation", "xi -1", "xi", lambda: uap.span_perturbation(torch.ones(1, 1, 2, 2), xi=-1.0, seed=0))
 
 # ---- attribution
 for kind in ("nan_images", "inf_images"):
@@ -344,6 +406,121 @@ bad("attribution.positive_mass_share", "mask shape", "mask",
 bad("attribution.positive_mass_share", "NaN attributions", "attributions",
     lambda: attribution.positive_mass_share(torch.full((2, 1, 4, 4), NAN), torch.ones(1, 4, 4)))
 bad("attribution.affine_split", "not a module", "model", lambda: attribution.affine_split("model"))
+# axioms and faithfulness
+for kind in ("extra_axis", "flat"):  # as for integrated_gradients, one output is a valid scalar score
+    bad("attribution.one_pixel_sensitivity", f"broken model {kind}", ("model", "output"),
+        lambda kind=kind: attribution.one_pixel_sensitivity(Broken(kind), images(1), target=0,
+                                                            pixels=torch.tensor([0]), num_steps=4))
+    bad("attribution.perturbation_curve", f"broken model {kind}", ("model", "output"),
+        lambda kind=kind: attribution.perturbation_curve(Broken(kind), images(2), torch.rand(2, 1, 28, 28), target=0,
+                                                         step=392))
+bad("attribution.one_pixel_sensitivity", "model None", "model",
+    lambda: attribution.one_pixel_sensitivity(None, images(1), target=0, pixels=torch.tensor([0]), num_steps=4))
+bad("attribution.one_pixel_sensitivity", "output_fn not callable", "output_fn",
+    lambda: attribution.one_pixel_sensitivity(Linear(), images(1), target=0, pixels=torch.tensor([0]), num_steps=4,
+                                              output_fn=3))
+bad("attribution.one_pixel_sensitivity", "two images", "image",
+    lambda: attribution.one_pixel_sensitivity(Linear(), images(2), target=0, pixels=torch.tensor([0]), num_steps=4))
+bad("attribution.one_pixel_sensitivity", "NaN image", "image",
+    lambda: attribution.one_pixel_sensitivity(Linear(), torch.full((1, 1, 28, 28), NAN), target=0,
+                                              pixels=torch.tensor([0]), num_steps=4))
+bad("attribution.one_pixel_sensitivity", "pixels float", "pixels",
+    lambda: attribution.one_pixel_sensitivity(Linear(), images(1), target=0, pixels=torch.tensor([0.5]), num_steps=4))
+bad("attribution.one_pixel_sensitivity", "pixels list", "pixels",
+    lambda: attribution.one_pixel_sensitivity(Linear(), images(1), target=0, pixels=[0], num_steps=4))
+bad("attribution.one_pixel_sensitivity", "pixels 784", "pixels",
+    lambda: attribution.one_pixel_sensitivity(Linear(), images(1), target=0, pixels=torch.tensor([784]), num_steps=4))
+bad("attribution.one_pixel_sensitivity", "pixels repeated", "pixels",
+    lambda: attribution.one_pixel_sensitivity(Linear(), images(1), target=0, pixels=torch.tensor([3, 3]), num_steps=4))
+bad("attribution.one_pixel_sensitivity", "pixels bool", "pixels",
+    lambda: attribution.one_pixel_sensitivity(Linear(), images(1), target=0, pixels=torch.tensor([True, False]),
+                                              num_steps=4))
+bad("attribution.one_pixel_sensitivity", "pixels 2-D", "pixels",
+    lambda: attribution.one_pixel_sensitivity(Linear(), images(1), target=0, pixels=torch.tensor([[0]]), num_steps=4))
+bad("attribution.one_pixel_sensitivity", "pixels empty", "pixels",
+    lambda: attribution.one_pixel_sensitivity(Linear(), images(1), target=0, pixels=torch.zeros(0, dtype=torch.long),
+                                              num_steps=4))
+for value in (NAN, INF, -1.0, "0"):
+    bad("attribution.one_pixel_sensitivity", f"tolerance {value!r}", "tolerance",
+        lambda value=value: attribution.one_pixel_sensitivity(Linear(), images(1), target=0, pixels=torch.tensor([0]),
+                                                              num_steps=4, tolerance=value))
+for value in (NAN, INF, "0", None):
+    bad("attribution.one_pixel_sensitivity", f"value {value!r}", "value",
+        lambda value=value: attribution.one_pixel_sensitivity(Linear(), images(1), target=0, pixels=torch.tensor([0]),
+                                                              num_steps=4, value=value))
+bad("attribution.one_pixel_sensitivity", "target 10", "target",
+    lambda: attribution.one_pixel_sensitivity(Linear(), images(1), target=10, pixels=torch.tensor([0]), num_steps=4))
+bad("attribution.one_pixel_sensitivity", "target float", "target",
+    lambda: attribution.one_pixel_sensitivity(Linear(), images(1), target=0.5, pixels=torch.tensor([0]), num_steps=4))
+bad("attribution.one_pixel_sensitivity", "num_steps 0", "num_steps",
+    lambda: attribution.one_pixel_sensitivity(Linear(), images(1), target=0, pixels=torch.tensor([0]), num_steps=0))
+bad("attribution.one_pixel_sensitivity", "method", "method",
+    lambda: attribution.one_pixel_sensitivity(Linear(), images(1), target=0, pixels=torch.tensor([0]), method="x"))
+bad("attribution.perturbation_curve", "model None", "model",
+    lambda: attribution.perturbation_curve(None, images(2), torch.rand(2, 1, 28, 28), target=0, step=392))
+bad("attribution.perturbation_curve", "output_fn not callable", "output_fn",
+    lambda: attribution.perturbation_curve(Linear(), images(2), torch.rand(2, 1, 28, 28), target=0, step=392,
+                                           output_fn=3))
+bad("attribution.perturbation_curve", "ranking list", "ranking",
+    lambda: attribution.perturbation_curve(Linear(), images(2), [0.0], target=0, step=392))
+bad("attribution.perturbation_curve", "NaN images", "images",
+    lambda: attribution.perturbation_curve(Linear(), torch.full((1, 1, 28, 28), NAN), torch.rand(1, 1, 28, 28),
+                                           target=0, step=392))
+bad("attribution.perturbation_curve", "ranking shape", "ranking",
+    lambda: attribution.perturbation_curve(Linear(), images(2), torch.rand(1, 1, 28, 28), target=0, step=392))
+bad("attribution.perturbation_curve", "ranking NaN", "ranking",
+    lambda: attribution.perturbation_curve(Linear(), images(2), torch.full((2, 1, 28, 28), NAN), target=0, step=392))
+bad("attribution.perturbation_curve", "mode", "mode",
+    lambda: attribution.perturbation_curve(Linear(), images(2), torch.rand(2, 1, 28, 28), target=0, mode="both"))
+bad("attribution.perturbation_curve", "step 0", "step",
+    lambda: attribution.perturbation_curve(Linear(), images(2), torch.rand(2, 1, 28, 28), target=0, step=0))
+bad("attribution.perturbation_curve", "step float", "step",
+    lambda: attribution.perturbation_curve(Linear(), images(2), torch.rand(2, 1, 28, 28), target=0, step=8.0))
+for value in (NAN, INF, "0"):
+    bad("attribution.perturbation_curve", f"fill {value!r}", "fill",
+        lambda value=value: attribution.perturbation_curve(Linear(), images(2), torch.rand(2, 1, 28, 28), target=0,
+                                                           step=392, fill=value))
+bad("attribution.perturbation_curve", "target float", "target",
+    lambda: attribution.perturbation_curve(Linear(), images(2), torch.rand(2, 1, 28, 28), target=0.5, step=392))
+bad("attribution.perturbation_curve", "target shape", "target",
+    lambda: attribution.perturbation_curve(Linear(), images(2), torch.rand(2, 1, 28, 28), target=torch.tensor([0]),
+                                           step=392))
+bad("attribution.perturbation_curve", "target 10", "target",
+    lambda: attribution.perturbation_curve(Linear(), images(2), torch.rand(2, 1, 28, 28), target=10, step=392))
+bad("attribution.perturbation_curve", "batch_size 0", "batch_size",
+    lambda: attribution.perturbation_curve(Linear(), images(2), torch.rand(2, 1, 28, 28), target=0, batch_size=0))
+bad("attribution.occlude_top_k", "images list", "images", lambda: attribution.occlude_top_k([0.0], torch.rand(1), k=1))
+bad("attribution.occlude_top_k", "NaN images", "images",
+    lambda: attribution.occlude_top_k(torch.full((1, 1, 4, 4), NAN), torch.rand(1, 1, 4, 4), k=1))
+bad("attribution.occlude_top_k", "ranking shape", "ranking",
+    lambda: attribution.occlude_top_k(torch.rand(2, 1, 4, 4), torch.rand(1, 1, 4, 4), k=1))
+bad("attribution.occlude_top_k", "ranking NaN", "ranking",
+    lambda: attribution.occlude_top_k(torch.rand(1, 1, 4, 4), torch.full((1, 1, 4, 4), NAN), k=1))
+for k in (-1, 17, 1.0, True):
+    bad("attribution.occlude_top_k", f"k {k!r}", "k",
+        lambda k=k: attribution.occlude_top_k(torch.rand(1, 1, 4, 4), torch.rand(1, 1, 4, 4), k=k))
+for value in (NAN, INF, "0", None):
+    bad("attribution.occlude_top_k", f"fill {value!r}", "fill",
+        lambda value=value: attribution.occlude_top_k(torch.rand(1, 1, 4, 4), torch.rand(1, 1, 4, 4), k=1, fill=value))
+bad("attribution.square_of_most_mass", "list", "attributions", lambda: attribution.square_of_most_mass([0.0], size=1))
+bad("attribution.square_of_most_mass", "3-D", "attributions",
+    lambda: attribution.square_of_most_mass(torch.rand(1, 4, 4), size=1))
+bad("attribution.square_of_most_mass", "NaN", "attributions",
+    lambda: attribution.square_of_most_mass(torch.full((1, 1, 4, 4), NAN), size=1))
+bad("attribution.square_of_most_mass", "inf", "attributions",
+    lambda: attribution.square_of_most_mass(torch.full((1, 1, 4, 4), INF), size=1))
+for size in (0, 5, 2.0, True, None):
+    bad("attribution.square_of_most_mass", f"size {size!r}", "size",
+        lambda size=size: attribution.square_of_most_mass(torch.rand(1, 1, 4, 4), size=size))
+bad("attribution.mask_iou", "list", "first", lambda: attribution.mask_iou([1, 0], torch.tensor([1, 0])))
+bad("attribution.mask_iou", "shapes", ("first", "second"),
+    lambda: attribution.mask_iou(torch.ones(1, 4, 4), torch.ones(1, 3, 3)))
+bad("attribution.mask_iou", "both empty", ("first", "second"),
+    lambda: attribution.mask_iou(torch.zeros(1, 4, 4), torch.zeros(1, 4, 4)))
+bad("attribution.mask_iou", "NaN", "first",
+    lambda: attribution.mask_iou(torch.full((1, 4, 4), NAN), torch.ones(1, 4, 4)))
+bad("attribution.mask_iou", "inf", "second",
+    lambda: attribution.mask_iou(torch.ones(1, 4, 4), torch.full((1, 4, 4), INF)))
 
 # ---- zoo
 bad("zoo.PatchSpec", "size 0", "size", lambda: zoo.PatchSpec(size=0, row=0, col=0, bits=()))
@@ -481,6 +658,115 @@ bad("dcae.generate", "num_samples 0", "num_samples",
     lambda: dcae.generate(autoencoder(), images(8), num_samples=0, seed=0))
 bad("dcae.NotebookAutoencoder", "latent_dim 0", "latent_dim", lambda: dcae.NotebookAutoencoder(latent_dim=0))
 bad("dcae.MLPAutoencoder", "hidden 0", "hidden", lambda: dcae.MLPAutoencoder(hidden=(0,)))
+bad("dcae.locate_trigger", "NaN images", "images",
+    lambda: dcae.locate_trigger(torch.full((1, 1, 8, 8), NAN), torch.rand(2, 1, 8, 8), size=2))
+bad("dcae.locate_trigger", "images list", "images", lambda: dcae.locate_trigger([0.0], torch.rand(2, 1, 8, 8), size=2))
+bad("dcae.locate_trigger", "NaN reference", "reference",
+    lambda: dcae.locate_trigger(torch.rand(2, 1, 8, 8), torch.full((1, 1, 8, 8), NAN), size=2))
+bad("dcae.locate_trigger", "reference list", "reference", lambda: dcae.locate_trigger(torch.rand(2, 1, 8, 8), [0.0],
+                                                                                      size=2))
+bad("dcae.locate_trigger", "reference shape", "reference",
+    lambda: dcae.locate_trigger(torch.rand(2, 1, 8, 8), torch.rand(2, 1, 7, 7), size=2))
+bad("dcae.locate_trigger", "reference empty", "reference",
+    lambda: dcae.locate_trigger(torch.rand(2, 1, 8, 8), torch.zeros(0, 1, 8, 8), size=2))
+for size in (0, 9, 2.0, True, None):
+    bad("dcae.locate_trigger", f"size {size!r}", "size",
+        lambda size=size: dcae.locate_trigger(torch.rand(2, 1, 8, 8), torch.rand(2, 1, 8, 8), size=size))
+bad("dcae.nearest_neighbour_distance", "images 3-D", "images",
+    lambda: dcae.nearest_neighbour_distance(torch.rand(1, 8, 8), torch.rand(2, 1, 8, 8)))
+bad("dcae.nearest_neighbour_distance", "NaN images", "images",
+    lambda: dcae.nearest_neighbour_distance(torch.full((1, 1, 8, 8), NAN), torch.rand(2, 1, 8, 8)))
+bad("dcae.nearest_neighbour_distance", "NaN reference", "reference",
+    lambda: dcae.nearest_neighbour_distance(torch.rand(2, 1, 8, 8), torch.full((1, 1, 8, 8), NAN)))
+bad("dcae.nearest_neighbour_distance", "reference int", "reference",
+    lambda: dcae.nearest_neighbour_distance(torch.rand(2, 1, 8, 8), torch.ones(1, 1, 8, 8, dtype=torch.long)))
+bad("dcae.nearest_neighbour_distance", "reference shape", "reference",
+    lambda: dcae.nearest_neighbour_distance(torch.rand(2, 1, 8, 8), torch.rand(2, 3, 8, 8)))
+bad("dcae.nearest_neighbour_distance", "reference empty", "reference",
+    lambda: dcae.nearest_neighbour_distance(torch.rand(2, 1, 8, 8), torch.zeros(0, 1, 8, 8)))
+bad("dcae.nearest_neighbour_distance", "batch_size 0", "batch_size",
+    lambda: dcae.nearest_neighbour_distance(torch.rand(2, 1, 8, 8), torch.rand(2, 1, 8, 8), batch_size=0))
+bad("dcae.compare_runs", "lengths", ("after", "before"), lambda: dcae.compare_runs([1.0, 2.0, 3.0], [1.0, 2.0]))
+bad("dcae.compare_runs", "one pair", ("after", "before"), lambda: dcae.compare_runs([1.0], [1.0]))
+bad("dcae.compare_runs", "before 0", "before", lambda: dcae.compare_runs([1.0, 2.0], [1.0, 0.0]))
+bad("dcae.compare_runs", "after NaN", "after", lambda: dcae.compare_runs([1.0, NAN, 2.0], [1.0, 1.0, 1.0]))
+bad("dcae.compare_runs", "before inf", "before", lambda: dcae.compare_runs([1.0, 2.0, 2.0], [1.0, INF, 1.0]))
+bad("dcae.compare_runs", "after strings", "after", lambda: dcae.compare_runs(["a", "b"], [1.0, 1.0]))
+bad("dcae.compare_runs", "after 2-D", "after", lambda: dcae.compare_runs([[1.0, 2.0]], [[1.0, 1.0]]))
+for value in (NAN, INF, "0.2"):
+    bad("dcae.compare_runs", f"claimed {value!r}", "claimed",
+        lambda value=value: dcae.compare_runs([1.1, 1.2, 1.3], [1.0, 1.0, 1.0], claimed=value))
+for value in (NAN, 1.0, 0.0, "0.95"):
+    bad("dcae.compare_runs", f"level {value!r}", "level",
+        lambda value=value: dcae.compare_runs([1.1, 1.2, 1.3], [1.0, 1.0, 1.0], level=value))
+
+# ---- neural_cleanse (every bad call is refused before any optimisation)
+bad("neural_cleanse.anomaly_index", "list", "norms", lambda: neural_cleanse.anomaly_index([[1.0, 2.0]]))
+bad("neural_cleanse.anomaly_index", "1-D", "norms", lambda: neural_cleanse.anomaly_index(torch.ones(3)))
+bad("neural_cleanse.anomaly_index", "one label", "norms", lambda: neural_cleanse.anomaly_index(torch.ones(2, 1)))
+bad("neural_cleanse.anomaly_index", "no model", "norms", lambda: neural_cleanse.anomaly_index(torch.zeros(0, 3)))
+bad("neural_cleanse.anomaly_index", "NaN", "norms", lambda: neural_cleanse.anomaly_index(torch.tensor([[1.0, NAN]])))
+bad("neural_cleanse.anomaly_index", "inf", "norms", lambda: neural_cleanse.anomaly_index(torch.tensor([[1.0, INF]])))
+bad("neural_cleanse.anomaly_index", "negative", "norms",
+    lambda: neural_cleanse.anomaly_index(torch.tensor([[1.0, -1.0]])))
+for kind in BROKEN:  # a Neural Cleanse scan takes zoo models (ZooCNN) only
+    bad("neural_cleanse.neural_cleanse", f"broken model {kind}", "models",
+        lambda kind=kind: neural_cleanse.neural_cleanse([Broken(kind)], images(8), labels=[0, 1], epochs=1))
+    bad("neural_cleanse.neural_cleanse", f"broken module {kind}", "models",
+        lambda kind=kind: neural_cleanse.neural_cleanse(Broken(kind), images(8), labels=[0, 1], epochs=1))
+
+
+def nan_stack() -> zoo.ModelStack:
+    """A stack of one ZooCNN whose output layer's bias is NaN (NaN logits for every image)."""
+    stack = zoo.ModelStack.initial([0])
+    with torch.no_grad():
+        stack.parameter_dict()["fc.bias"].fill_(NAN)
+    return stack
+
+
+bad("neural_cleanse.neural_cleanse", "NaN weights", "models",
+    lambda: neural_cleanse.neural_cleanse(nan_stack(), images(8), labels=[0, 1], epochs=1))
+bad("neural_cleanse.neural_cleanse", "models empty", "models",
+    lambda: neural_cleanse.neural_cleanse([], images(8), labels=[0, 1], epochs=1))
+bad("neural_cleanse.neural_cleanse", "models None", "models",
+    lambda: neural_cleanse.neural_cleanse(None, images(8), labels=[0, 1], epochs=1))
+bad("neural_cleanse.neural_cleanse", "NaN images", "images",
+    lambda: neural_cleanse.neural_cleanse(zoo.ModelStack.initial([0]), torch.full((2, 1, 28, 28), NAN), epochs=1))
+bad("neural_cleanse.neural_cleanse", "images list", "images",
+    lambda: neural_cleanse.neural_cleanse(zoo.ModelStack.initial([0]), [0.0], epochs=1))
+bad("neural_cleanse.neural_cleanse", "images 3-D", "images",
+    lambda: neural_cleanse.neural_cleanse(zoo.ModelStack.initial([0]), torch.rand(2, 28, 28), epochs=1))
+bad("neural_cleanse.neural_cleanse", "images channels", "images",
+    lambda: neural_cleanse.neural_cleanse(zoo.ModelStack.initial([0]), torch.rand(2, 3, 28, 28), epochs=1))
+bad("neural_cleanse.neural_cleanse", "images empty", "images",
+    lambda: neural_cleanse.neural_cleanse(zoo.ModelStack.initial([0]), torch.zeros(0, 1, 28, 28), epochs=1))
+for labels in ([0], [1, 1], [0, 10], [-1, 0], [0.5, 1.5], ["a", 1], 3):
+    bad("neural_cleanse.neural_cleanse", f"labels {labels!r}", "labels",
+        lambda labels=labels: neural_cleanse.neural_cleanse(zoo.ModelStack.initial([0]), images(8), labels=labels,
+                                                            epochs=1))
+for seed in BAD_SEEDS:
+    bad("neural_cleanse.neural_cleanse", f"seed {seed!r}", "seed",
+        lambda seed=seed: neural_cleanse.neural_cleanse(zoo.ModelStack.initial([0]), images(8), labels=[0, 1],
+                                                        epochs=1, seed=seed))
+for option in ("epochs", "steps_per_epoch", "batch_size", "patience", "early_stop_patience", "model_chunk"):
+    for value in (0, 1.5, True):
+        bad("neural_cleanse.neural_cleanse", f"{option} {value!r}", option,
+            lambda option=option, value=value: neural_cleanse.neural_cleanse(
+                zoo.ModelStack.initial([0]), images(8), labels=[0, 1], **{"epochs": 1, option: value}))
+for option in ("lr", "init_cost", "early_stop_threshold", "cost_multiplier", "attack_threshold"):
+    for value in (NAN, INF, -1.0, "0.1"):
+        bad("neural_cleanse.neural_cleanse", f"{option} {value!r}", option,
+            lambda option=option, value=value: neural_cleanse.neural_cleanse(
+                zoo.ModelStack.initial([0]), images(8), labels=[0, 1], epochs=1, **{option: value}))
+bad("neural_cleanse.neural_cleanse", "cost_multiplier 1", "cost_multiplier",
+    lambda: neural_cleanse.neural_cleanse(zoo.ModelStack.initial([0]), images(8), labels=[0, 1], epochs=1,
+                                          cost_multiplier=1.0))
+bad("neural_cleanse.neural_cleanse", "attack_threshold 1.5", "attack_threshold",
+    lambda: neural_cleanse.neural_cleanse(zoo.ModelStack.initial([0]), images(8), labels=[0, 1], epochs=1,
+                                          attack_threshold=1.5))
+bad("neural_cleanse.neural_cleanse", "method", "method",
+    lambda: neural_cleanse.neural_cleanse(zoo.ModelStack.initial([0]), images(8), labels=[0, 1], epochs=1,
+                                          method="vmap"))
 
 # ---- copula
 for seed in (1.5, "0", -1, True, None):
@@ -546,6 +832,17 @@ bad("recipes.mnist_autoencoder", "architecture", "architecture", lambda: recipes
 bad("recipes.mnist_autoencoder", "latent_dim 0", "latent_dim", lambda: recipes.mnist_autoencoder(latent_dim=0))
 bad("recipes.mnist_zoos", "num_train", "num_train", lambda: recipes.mnist_zoos(num_train=(-1, 5)))
 bad("recipes.mnist_zoos", "min_accuracy NaN", "min_accuracy", lambda: recipes.mnist_zoos(min_accuracy=NAN))
+bad("recipes.mnist_autoencoders", "num_workers 0", "num_workers", lambda: recipes.mnist_autoencoders([], num_workers=0))
+bad("recipes.mnist_autoencoders", "num_workers float", "num_workers",
+    lambda: recipes.mnist_autoencoders([], num_workers=2.0))
+bad("recipes.mnist_autoencoders", "num_workers bool", "num_workers",
+    lambda: recipes.mnist_autoencoders([], num_workers=True))
+bad("recipes.mnist_autoencoders", "configurations None", "configurations", lambda: recipes.mnist_autoencoders(None))
+bad("recipes.mnist_autoencoders", "configurations of ints", "configurations", lambda: recipes.mnist_autoencoders([1]))
+bad("recipes.mnist_autoencoders", "unknown option", ("configurations", "sed"),
+    lambda: recipes.mnist_autoencoders([{"sed": 0}]))
+bad("recipes.mnist_autoencoders", "seed float", "seed", lambda: recipes.mnist_autoencoders([{"seed": 1.5}]))
+bad("recipes.mnist_autoencoders", "latent_dim 0", "latent_dim", lambda: recipes.mnist_autoencoders([{"latent_dim": 0}]))
 
 
 @pytest.mark.parametrize("case", CASES, ids=[f"{c.target}:{c.label}" for c in CASES])
@@ -572,18 +869,24 @@ NOT_CALLED = {
     "triggers.PoisonedSet": "a result record",
     "uap.DeepFoolResult": "a result record",
     "uap.UAPResult": "a result record",
+    "uap.TargetedUAPResult": "a result record of targeted_universal_perturbation",
     "attribution.IGResult": "a result record",
     "attribution.QuadratureRule": "a result record of quadrature_rule",
+    "attribution.OnePixelCheck": "a result record of one_pixel_sensitivity",
+    "attribution.PerturbationCurve": "a result record of perturbation_curve",
     "copula.Estimate": "a result record",
     "copula.GridEstimate": "a result record",
     "copula.Marginals": "a result record of fit_marginals",
     "copula.FittedVine": "a result record of fit_vine",
     "dcae.DCAESamples": "a result record",
+    "dcae.TriggerScan": "a result record of locate_trigger",
+    "dcae.RunComparison": "a result record of compare_runs",
     "dcae.Autoencoder": "a base class taking arbitrary encoder and decoder modules",
     "stats.Summary": "a result record",
     "stats.AUCInterval": "a result record",
     "stats.PairedTest": "a result record",
     "ulp.ULPTraining": "a result record",
+    "neural_cleanse.NeuralCleanseResult": "a result record of neural_cleanse",
     "zoo.TrainingPlan": "a result record of training_plan",
     "zoo.Zoo": "a result record of train_zoo",
 }
@@ -617,8 +920,10 @@ def snapshot(value: Any) -> Any:
         return value.copy()
     if isinstance(value, ImageSet):
         return (value.images.clone(), value.labels.clone(), value.classes)
-    if isinstance(value, nn.Module):
-        return {k: v.detach().clone() for k, v in value.state_dict().items()}
+    if isinstance(value, nn.Module):  # weights, and the flags a call could leave changed
+        return {k: v.detach().clone() for k, v in value.state_dict().items()} | {
+            "requires_grad": [p.requires_grad for p in value.parameters()],
+            "training": [m.training for m in value.modules()]}
     if isinstance(value, (list, tuple)):
         return [snapshot(v) for v in value]
     return value
@@ -654,6 +959,12 @@ def valid_calls():
         ("uap.fooling_rate", uap.fooling_rate, (model, x, torch.full((1, 28, 28), 0.1))),
         ("uap.project_lp", lambda v: uap.project_lp(v, 0.5, 2), (torch.ones(1, 4, 4),)),
         ("uap.deepfool", lambda m, im: uap.deepfool(m, im, max_iter=2), (model, x)),
+        ("uap.targeted_success_rate", lambda m, im, v: uap.targeted_success_rate(m, im, v, target=1),
+         (model, x, torch.full((1, 28, 28), 0.1))),
+        ("uap.targeted_universal_perturbation",
+         lambda m, im: uap.targeted_universal_perturbation(m, im, target=1, xi=0.1, p=math.inf, epochs=1, batch_size=3),
+         (model, x)),
+        ("uap.span_perturbation", lambda b: uap.span_perturbation(b, xi=1.0, seed=0), (torch.randn(2, 1, 4, 4),)),
         ("attribution.integrated_gradients",
          lambda m, im, b: attribution.integrated_gradients(m, im, target=1, baseline=b, num_steps=4),
          (model, x, torch.zeros_like(x))),
@@ -661,13 +972,33 @@ def valid_calls():
         ("attribution.blurred_baseline", attribution.blurred_baseline, (x,)),
         ("attribution.positive_mass_share", attribution.positive_mass_share, (torch.randn(6, 1, 28, 28),
                                                                              t.mask)),
+        ("attribution.one_pixel_sensitivity",
+         lambda m, im, px: attribution.one_pixel_sensitivity(m, im, target=1, pixels=px, num_steps=4),
+         (model, x[:1], torch.tensor([0, 5, 783]))),
+        ("attribution.perturbation_curve",
+         lambda m, im, r: attribution.perturbation_curve(m, im, r, target=1, step=196),
+         (model, x, torch.randn(6, 1, 28, 28))),
+        ("attribution.occlude_top_k", lambda im, r: attribution.occlude_top_k(im, r, k=10),
+         (x, torch.randn(6, 1, 28, 28))),
+        ("attribution.square_of_most_mass", lambda a: attribution.square_of_most_mass(a, size=3),
+         (torch.randn(6, 1, 28, 28),)),
+        ("attribution.mask_iou", attribution.mask_iou, (t.mask, torch.ones(1, 28, 28))),
         ("dcae.stamp_class", lambda data: dcae.stamp_class(data, t, source=1), (d,)),
         ("dcae.encode", dcae.encode, (ae, x)),
         ("dcae.decode", dcae.decode, (ae, torch.zeros(3, 2))),
         ("dcae.trigger_brightness", dcae.trigger_brightness, (x, t.mask)),
+        ("dcae.locate_trigger", lambda im, ref: dcae.locate_trigger(im, ref, size=3), (x, images(3, seed=1))),
+        ("dcae.nearest_neighbour_distance", lambda im, ref: dcae.nearest_neighbour_distance(im, ref, batch_size=4),
+         (x, images(3, seed=1))),
+        ("dcae.compare_runs", lambda a, b: dcae.compare_runs(a, b, claimed=0.2), (np.array([1.1, 1.3, 1.2]),
+                                                                                  np.array([1.0, 1.1, 0.9]))),
         ("zoo.evaluate_zoo", lambda s, data: zoo.evaluate_zoo(s, [zoo.ModelConfig(0), zoo.ModelConfig(1)], data),
          (stack, d)),
         ("ulp.total_variation", ulp.total_variation, (torch.rand(2, 1, 4, 4),)),
+        ("neural_cleanse.anomaly_index", neural_cleanse.anomaly_index, (torch.rand(2, 5),)),
+        ("neural_cleanse.neural_cleanse",
+         lambda s, im: neural_cleanse.neural_cleanse(s, im, labels=[0, 1], epochs=1, steps_per_epoch=1, batch_size=4),
+         (zoo.ModelStack.initial([0]), images(8))),
         ("copula.pseudo_observations", copula.pseudo_observations, (lat,)),
         ("copula.fit_marginals", copula.fit_marginals, (lat,)),
         ("copula.log_density", lambda u: copula.log_density(vine(), u), (np.full((2, 3), 0.5),)),
