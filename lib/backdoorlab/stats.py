@@ -22,6 +22,8 @@ import numpy as np
 from scipy import stats as scipy_stats
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from . import _checks
+
 __all__ = [
     "AUCInterval",
     "PairedTest",
@@ -200,11 +202,8 @@ def auc_ci(labels, scores, *, level: float = 0.95, method: str = "delong", num_r
         half = float(scipy_stats.norm.ppf((1 + level) / 2)) * math.sqrt(max(variance, 0.0))
         return AUCInterval(area, max(0.0, area - half), min(1.0, area + half), level, "delong")
     if method == "bootstrap":
-        if isinstance(num_resamples, bool) or not isinstance(num_resamples, int) or num_resamples < 10:
-            raise ValueError(f"num_resamples must be an int >= 10, got {num_resamples!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"seed must be an int, got {seed!r}")
-        rng = np.random.default_rng(seed)
+        _checks.check_int("num_resamples", num_resamples, minimum=10)
+        rng = np.random.default_rng(_checks.check_seed(seed))
         pos = positives[rng.integers(0, positives.size, size=(num_resamples, positives.size))]
         neg = negatives[rng.integers(0, negatives.size, size=(num_resamples, negatives.size))]
         # Mann-Whitney AUC of each resample, ties counted half.

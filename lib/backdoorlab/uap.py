@@ -210,11 +210,7 @@ def _check_real(name: str, value: object, *, positive: bool = False,
 
 
 def _check_int(name: str, value: object, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be at least {minimum}, got {value!r}")
-    return int(value)
+    return _checks.check_int(name, value, minimum=minimum)
 
 
 def _check_p(p: object) -> float:
