@@ -165,3 +165,18 @@ def test_dcae_verdicts_rest_on_ten_paired_seeds_with_intervals():
     assert values["dcae_trigger_located"] in (0.0, 1.0)
     for arch in ("notebook", "mlp"):
         assert 0 <= values[f"dcae_scan_found_pipeline_{arch}"] <= values["dcae_num_seeds"]
+
+
+def test_lab_grades_its_reference_attempts():
+    values = glued("ulp_lab")
+    for key in ("lab_badnets_caught", "lab_reference_evasion_passed", "lab_blended_caught"):
+        assert values[key] in (0.0, 1.0), f"{key} must be 0 or 1"
+    # the attempts are real attacks: both keep their accuracy and their backdoor
+    for name in ("badnets", "blended"):
+        assert values[f"lab_{name}_accuracy"] >= 0.98 and values[f"lab_{name}_asr"] >= 0.9
+    assert values["lab_grade_seconds"] > 0
+    assert 0.0 <= values["lab_ulp_threshold"] <= 1.0 and values["lab_nc_threshold"] >= 0.0
+    # the page's rescan of Neural Cleanse reproduces the grader's index
+    assert values["lab_nc_rescan_matches"] == 1.0
+    # an evasion passes every criterion, so it cannot also be caught
+    assert not (values["lab_reference_evasion_passed"] and values["lab_blended_caught"])

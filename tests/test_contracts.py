@@ -24,7 +24,7 @@ from torch import nn
 
 import backdoorlab as bl
 from backdoorlab import attribution, cache, copula, data, dcae, models, plot, recipes, stats, train, triggers, uap
-from backdoorlab import neural_cleanse, ulp, zoo
+from backdoorlab import lab, mntd, neural_cleanse, ulp, zoo
 from backdoorlab.data import ImageSet
 
 TIMEOUT_SECONDS = 20
@@ -844,6 +844,73 @@ bad("recipes.mnist_autoencoders", "unknown option", ("configurations", "sed"),
 bad("recipes.mnist_autoencoders", "seed float", "seed", lambda: recipes.mnist_autoencoders([{"seed": 1.5}]))
 bad("recipes.mnist_autoencoders", "latent_dim 0", "latent_dim", lambda: recipes.mnist_autoencoders([{"latent_dim": 0}]))
 
+bad("recipes.mnist_lab_grader", "num_patterns 0", "num_patterns", lambda: recipes.mnist_lab_grader(num_patterns=0))
+bad("recipes.mnist_lab_grader", "seed float", "seed", lambda: recipes.mnist_lab_grader(seed=1.5))
+
+# ---- mntd
+for option, value in (("num_queries", 0), ("num_queries", 2.5), ("hidden", 0), ("nu", 0.0), ("nu", 1.0), ("nu", NAN),
+                      ("seed", 1.5), ("seed", -1), ("num_classes", 1), ("image_shape", (28, 28))):
+    bad("mntd.OneClassMetaClassifier", f"{option} {value!r}", option,
+        lambda option=option, value=value: mntd.OneClassMetaClassifier(**{option: value}))
+bad("mntd.OneClassMetaClassifier.score", "list of ints", "models",
+    lambda: mntd.OneClassMetaClassifier(num_queries=1).score([1, 2]))
+bad("mntd.OneClassMetaClassifier.score", "empty", "models", lambda: mntd.OneClassMetaClassifier(num_queries=1).score([]))
+bad("mntd.OneClassMetaClassifier.score", "classes", "classes",
+    lambda: mntd.OneClassMetaClassifier(num_queries=1, num_classes=5).score(zoo.ModelStack.initial([0])))
+bad("mntd.one_class_objective", "detector", "detector",
+    lambda: mntd.one_class_objective(ulp.LitmusDetector(num_patterns=1), zoo.ModelStack.initial([0])))
+bad("mntd.train_one_class", "detector", "detector",
+    lambda: mntd.train_one_class(ulp.LitmusDetector(num_patterns=1), zoo.ModelStack.initial([0, 1])))
+bad("mntd.train_one_class", "models list", "models",
+    lambda: mntd.train_one_class(mntd.OneClassMetaClassifier(num_queries=1), [zoo.ZooCNN()]))
+bad("mntd.train_one_class", "one model", "models",
+    lambda: mntd.train_one_class(mntd.OneClassMetaClassifier(num_queries=1), zoo.ModelStack.initial([0])))
+bad("mntd.train_one_class", "backdoored", "models",
+    lambda: mntd.train_one_class(mntd.OneClassMetaClassifier(num_queries=1), zoo.Zoo(
+        zoo.ModelStack.initial([0, 1]), [None, None], torch.tensor([0, 1]), torch.ones(2), torch.ones(2))))
+for option, value in (("epochs", 0), ("epochs", 1.5), ("batch_size", 0), ("lr", 0.0), ("lr", NAN),
+                      ("query_lr", -1.0), ("seed", 1.5), ("seed", "0")):
+    bad("mntd.train_one_class", f"{option} {value!r}", option,
+        lambda option=option, value=value: mntd.train_one_class(
+            mntd.OneClassMetaClassifier(num_queries=1), zoo.ModelStack.initial([0, 1]), **{option: value}))
+
+# ---- lab (every bad submission is refused before anything is measured)
+for scores in ([], [[0.1]], [0.1, NAN], [0.1, INF]):
+    bad("lab.threshold_at_fpr", f"clean_scores {scores!r}", "clean_scores", lambda scores=scores: lab.threshold_at_fpr(scores))
+for value in (NAN, -0.1, 1.0, "0.05", True):
+    bad("lab.threshold_at_fpr", f"fpr {value!r}", "fpr", lambda value=value: lab.threshold_at_fpr([0.1, 0.2], fpr=value))
+
+
+def tiny_grader() -> lab.Grader:
+    return lab.Grader(detector=ulp.LitmusDetector(num_patterns=1), reference=zoo.ModelStack.initial([0, 1]),
+                      test_set=dataset(), nc_images=images(8),
+                      nc_options={"epochs": 1, "steps_per_epoch": 1, "batch_size": 4})
+
+
+GRADER_OPTIONS = dict(detector=ulp.LitmusDetector(num_patterns=1), reference=zoo.ModelStack.initial([0, 1]),
+                      test_set=dataset(), nc_images=images(8))
+for option, value in (("detector", zoo.ZooCNN()), ("reference", [zoo.ZooCNN()]), ("test_set", images(4)),
+                      ("nc_images", images(4, shape=(1, 8, 8))), ("nc_images", torch.full((2, 1, 28, 28), NAN)),
+                      ("nc_images", torch.zeros(0, 1, 28, 28)), ("nc_options", [("epochs", 1)]),
+                      ("fpr", NAN), ("fpr", 1.0), ("min_accuracy", 1.5), ("min_attack_success", -0.1),
+                      ("min_accuracy", "0.98")):
+    bad("lab.Grader", f"{option} {type(value).__name__}", option,
+        lambda option=option, value=value: lab.Grader(**{**GRADER_OPTIONS, option: value}))
+for label, model in (("a Linear", Linear()), ("a subclass", type("Sub", (zoo.ZooCNN,), {})()),
+                     ("other channels", zoo.ZooCNN(channels=(4, 16))), ("NaN weights", nan_stack().member(0))):
+    bad("lab.Grader.grade", f"model {label}", ("model", "fc.bias"),
+        lambda model=model: tiny_grader().grade(model, recipes.mnist_patch_trigger(), target=0))
+    bad("lab.grade", f"model {label}", ("model", "fc.bias"),
+        lambda model=model: lab.grade(model, recipes.mnist_patch_trigger(), 0, grader=tiny_grader()))
+for target in (10, -1, 1.5, True, "0"):
+    bad("lab.Grader.grade", f"target {target!r}", "target",
+        lambda target=target: tiny_grader().grade(zoo.ZooCNN(), recipes.mnist_patch_trigger(), target=target))
+bad("lab.Grader.grade", "trigger tensor", "trigger",
+    lambda: tiny_grader().grade(zoo.ZooCNN(), torch.ones(1, 28, 28), target=0))
+bad("lab.Grader.grade", "trigger shape", "trigger",
+    lambda: tiny_grader().grade(zoo.ZooCNN(), triggers.Trigger(torch.ones(1, 8, 8), torch.ones(1, 8, 8)), target=0))
+bad("lab.grade", "grader", "grader", lambda: lab.grade(zoo.ZooCNN(), recipes.mnist_patch_trigger(), 0, grader=object()))
+
 
 @pytest.mark.parametrize("case", CASES, ids=[f"{c.target}:{c.label}" for c in CASES])
 def test_bad_call_raises_an_error_that_names_the_argument(case):
@@ -865,6 +932,9 @@ NOT_CALLED = {
     "data.cifar10": "bad-file cases are in test_data (they need files on disk)",
     "recipes.TrainedModel": "a result record",
     "recipes.mnist_patch_trigger": "takes no argument",
+    "lab.Criterion": "a result record of Grader.grade",
+    "mntd.OneClassTraining": "a result record of train_one_class",
+    "lab.LabGrade": "a result record of Grader.grade",
     "train.FitResult": "a result record",
     "triggers.PoisonedSet": "a result record",
     "uap.DeepFoolResult": "a result record",
@@ -1003,6 +1073,11 @@ def valid_calls():
         ("copula.fit_marginals", copula.fit_marginals, (lat,)),
         ("copula.log_density", lambda u: copula.log_density(vine(), u), (np.full((2, 3), 0.5),)),
         ("stats.summarize", stats.summarize, (np.array([1.0, 2.0, 4.0]),)),
+        ("lab.threshold_at_fpr", lab.threshold_at_fpr, (torch.rand(5),)),
+        ("mntd.train_one_class", lambda d, s: mntd.train_one_class(d, s, epochs=1),
+         (mntd.OneClassMetaClassifier(num_queries=1), zoo.ModelStack.initial([0, 1]))),
+        ("lab.Grader.grade", lambda m, t: tiny_grader().grade(m, t, target=0),
+         (zoo.ZooCNN(), recipes.mnist_patch_trigger())),
         ("stats.auc", stats.auc, (np.array([0, 1, 0, 1]), np.array([0.1, 0.4, 0.35, 0.8]))),
         ("stats.paired_test", stats.paired_test, (np.array([1.0, 2.0, 4.0]), np.array([1.5, 2.0, 5.0]))),
     ]
