@@ -13,17 +13,19 @@ Import it as ``import backdoorlab as bl``; each submodule owns one idea:
 - :mod:`backdoorlab.zoo`: model zoos of small clean and backdoored CNNs;
 - :mod:`backdoorlab.ulp`: Universal Litmus Patterns, a detector of backdoored models;
 - :mod:`backdoorlab.neural_cleanse`: Neural Cleanse, trigger reverse-engineering over a model zoo;
+- :mod:`backdoorlab.poison_detection`: which training images are poisoned (spectral signatures,
+  activation clustering);
 - :mod:`backdoorlab.copula`: vine copulas, mutual information and KL by Monte Carlo;
 - :mod:`backdoorlab.dcae`: the D-vine copula autoencoder;
 - :mod:`backdoorlab.attribution`: Integrated Gradients and gradient maps;
 - :mod:`backdoorlab.stats`: intervals and tests over seeds and models (AUC, paired changes).
 """
 
-from . import (attribution, cache, copula, data, dcae, models, neural_cleanse, plot, recipes, stats, train, triggers,
-               uap, ulp, zoo)
+from . import (attribution, cache, copula, data, dcae, models, neural_cleanse, plot, poison_detection, recipes, stats,
+               train, triggers, uap, ulp, zoo)
 
 __all__ = [
-    "attribution", "cache", "copula", "data", "dcae", "models", "neural_cleanse", "plot", "recipes", "stats", "train", "triggers", "uap",
+    "attribution", "cache", "copula", "data", "dcae", "models", "neural_cleanse", "plot", "poison_detection", "recipes", "stats", "train", "triggers", "uap",
     "ulp", "zoo",
 ]
 __version__ = "0.1.0"
