@@ -15,6 +15,11 @@ trace in :math:`r`:
   separate cluster; the class is reduced to 10 dimensions and split by 2-means, and a small,
   well-separated cluster is flagged.
 
+Both assume the poisoned images are a minority of their class: with half of the class or
+more poisoned, the smaller cluster and the far end of the top direction are the clean images,
+and both rankings invert (in the book's BadNets MNIST setting, 3,000 poisoned images join
+5,923 clean zeros: a third of the class).
+
 :func:`penultimate_features` computes :math:`r` for the book's models, and
 :func:`detection_auroc`, :func:`top_scorers` and :func:`removal_quality` score a detector
 against the known poisoned indices (AUROC over training images; precision and recall when
