@@ -125,6 +125,22 @@ def test_activation_clustering_of_a_constant_class_flags_nothing():
     assert result.scores[:10].abs().max().item() == 0.0
 
 
+def test_a_class_too_small_to_split_is_never_flagged():
+    features = torch.randn(12, 3, generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([0, 0] + [1] * 10)
+    result = pd.activation_clustering(features, labels, silhouette_threshold=-1.0, size_threshold=0.5)
+    assert not result.flagged_classes[0] and result.relative_size[0].item() == 0.0
+    assert not result.flagged[:2].any()
+
+
+def test_spectral_signatures_is_deterministic_and_leaves_its_inputs():
+    features, labels, _, _ = _planted(dim=8)
+    before = (features.clone(), labels.clone())
+    one, two = pd.spectral_signatures(features, labels), pd.spectral_signatures(features, labels)
+    assert torch.equal(one.scores, two.scores) and torch.equal(one.directions, two.directions)
+    assert torch.equal(features, before[0]) and torch.equal(labels, before[1])
+
+
 def test_thresholds_decide_the_flag():
     features, labels, _, _ = _planted(shift=8.0)
     assert not pd.activation_clustering(features, labels, size_threshold=0.05).flagged_classes.any()

@@ -255,7 +255,8 @@ class ActivationClusters:
         float64 (len(classes),): mean silhouette of the class's 2-means clustering, in [-1, 1].
     flagged_classes : torch.Tensor
         bool (len(classes),): relative size at most ``size_threshold`` and silhouette above
-        ``silhouette_threshold``.
+        ``silhouette_threshold``. A class that cannot be split (fewer than 3 images, or all
+        alike) has relative size 0 and silhouette 0 and is never flagged.
     """
 
     scores: torch.Tensor
@@ -418,7 +419,8 @@ def activation_clustering(
             z, seed=class_seed, silhouette_sample=silhouette_sample)
         in_smaller[members] = small
         scores[members] = max(silhouette[row], 0.0) * t
-    flagged_classes = (relative_size <= size_threshold) & (silhouette > silhouette_threshold)
+    split = np.array([in_smaller[label_array == c].any() for c in classes], dtype=bool)  # False: nothing to split
+    flagged_classes = split & (relative_size <= size_threshold) & (silhouette > silhouette_threshold)
     flagged = in_smaller & np.isin(label_array, np.array(classes)[flagged_classes])
     return ActivationClusters(
         torch.from_numpy(scores), torch.from_numpy(in_smaller), torch.from_numpy(flagged), classes,
