@@ -24,7 +24,7 @@ from torch import nn
 
 import backdoorlab as bl
 from backdoorlab import attribution, cache, copula, data, dcae, models, plot, recipes, stats, train, triggers, uap
-from backdoorlab import lab, mntd, neural_cleanse, ulp, zoo
+from backdoorlab import lab, mntd, neural_cleanse, poison_detection, ulp, zoo
 from backdoorlab.data import ImageSet
 
 TIMEOUT_SECONDS = 20
@@ -822,6 +822,84 @@ bad("plot.heatmaps", "labels length", "labels", lambda: plot.heatmaps(torch.rand
 bad("plot.curves", "series length", "series", lambda: plot.curves([1, 2], {"a": [1]}, xlabel="x", ylabel="y"))
 bad("plot.roc_curves", "not a mapping", "curves_by_name", lambda: plot.roc_curves([1, 2]))
 
+# ---- poison_detection
+def feats(n: int = 12, d: int = 4) -> torch.Tensor:
+    return torch.randn(n, d, generator=torch.Generator().manual_seed(0))
+
+
+LABELS12 = torch.arange(12) % 2
+for kind in BROKEN:
+    bad("poison_detection.penultimate_features", f"broken model {kind}", "model",
+        lambda kind=kind: poison_detection.penultimate_features(Broken(kind), images(2)))
+bad("poison_detection.penultimate_features", "not a module", "model",
+    lambda: poison_detection.penultimate_features(lambda x: x, images(2)))
+bad("poison_detection.penultimate_features", "stack", "model",
+    lambda: poison_detection.penultimate_features(zoo.ModelStack.initial([0]), images(2)))
+bad("poison_detection.penultimate_features", "NaN images", "images",
+    lambda: poison_detection.penultimate_features(Linear(), torch.full((2, 1, 28, 28), NAN)))
+bad("poison_detection.penultimate_features", "images 3-D", "images",
+    lambda: poison_detection.penultimate_features(Linear(), torch.rand(2, 28, 28)))
+bad("poison_detection.penultimate_features", "images empty", "images",
+    lambda: poison_detection.penultimate_features(Linear(), torch.zeros(0, 1, 28, 28)))
+bad("poison_detection.penultimate_features", "batch_size 0", "batch_size",
+    lambda: poison_detection.penultimate_features(Linear(), images(2), batch_size=0))
+for function in ("spectral_signatures", "activation_clustering"):
+    call = getattr(poison_detection, function)
+    bad(f"poison_detection.{function}", "features list", "features", lambda call=call: call([[0.0]], LABELS12))
+    bad(f"poison_detection.{function}", "features 1-D", "features", lambda call=call: call(torch.ones(12), LABELS12))
+    bad(f"poison_detection.{function}", "features empty", "features",
+        lambda call=call: call(torch.ones(0, 3), LABELS12[:0]))
+    bad(f"poison_detection.{function}", "features int", "features",
+        lambda call=call: call(torch.ones(12, 3, dtype=torch.long), LABELS12))
+    bad(f"poison_detection.{function}", "features NaN", "features",
+        lambda call=call: call(torch.full((12, 3), NAN), LABELS12))
+    bad(f"poison_detection.{function}", "features inf", "features",
+        lambda call=call: call(torch.full((12, 3), INF), LABELS12))
+    bad(f"poison_detection.{function}", "labels length", "labels", lambda call=call: call(feats(), LABELS12[:5]))
+    bad(f"poison_detection.{function}", "labels float", "labels", lambda call=call: call(feats(), LABELS12.float()))
+    bad(f"poison_detection.{function}", "labels negative", "labels", lambda call=call: call(feats(), LABELS12 - 1))
+for seed in BAD_SEEDS:
+    bad("poison_detection.activation_clustering", f"seed {seed!r}", "seed",
+        lambda seed=seed: poison_detection.activation_clustering(feats(), LABELS12, seed=seed))
+for option, values in (("num_dims", (0, 1.5, None)), ("silhouette_sample", (2, 2.0)),
+                       ("size_threshold", (NAN, -0.1, 0.6, "0.3")), ("silhouette_threshold", (NAN, 1.5, None))):
+    for value in values:
+        bad("poison_detection.activation_clustering", f"{option} {value!r}", option,
+            lambda option=option, value=value: poison_detection.activation_clustering(feats(), LABELS12,
+                                                                                       **{option: value}))
+bad("poison_detection.activation_clustering", "reduction", "reduction",
+    lambda: poison_detection.activation_clustering(feats(), LABELS12, reduction="tsne"))
+TRUTH12 = LABELS12 == 1
+bad("poison_detection.detection_auroc", "scores list", "scores",
+    lambda: poison_detection.detection_auroc([0.1] * 12, TRUTH12))
+bad("poison_detection.detection_auroc", "scores 2-D", "scores",
+    lambda: poison_detection.detection_auroc(torch.ones(12, 1), TRUTH12))
+bad("poison_detection.detection_auroc", "scores NaN", "scores",
+    lambda: poison_detection.detection_auroc(torch.full((12,), NAN), TRUTH12))
+bad("poison_detection.detection_auroc", "poisoned int", "poisoned",
+    lambda: poison_detection.detection_auroc(torch.rand(12), LABELS12))
+bad("poison_detection.detection_auroc", "poisoned length", "poisoned",
+    lambda: poison_detection.detection_auroc(torch.rand(12), TRUTH12[:5]))
+bad("poison_detection.detection_auroc", "one class", "poisoned",
+    lambda: poison_detection.detection_auroc(torch.rand(12), torch.zeros(12, dtype=torch.bool)))
+for budget in (0, -1, 1.5, None, True):
+    bad("poison_detection.top_scorers", f"budget {budget!r}", "budget",
+        lambda budget=budget: poison_detection.top_scorers(torch.rand(12), budget=budget))
+bad("poison_detection.top_scorers", "scores inf", "scores",
+    lambda: poison_detection.top_scorers(torch.full((12,), INF), budget=2))
+bad("poison_detection.top_scorers", "labels length", "labels",
+    lambda: poison_detection.top_scorers(torch.rand(12), budget=2, labels=LABELS12[:3]))
+bad("poison_detection.removal_quality", "removed list", "removed",
+    lambda: poison_detection.removal_quality([True] * 12, TRUTH12))
+bad("poison_detection.removal_quality", "removed int", "removed",
+    lambda: poison_detection.removal_quality(LABELS12, TRUTH12))
+bad("poison_detection.removal_quality", "removed none", "removed",
+    lambda: poison_detection.removal_quality(torch.zeros(12, dtype=torch.bool), TRUTH12))
+bad("poison_detection.removal_quality", "poisoned length", "poisoned",
+    lambda: poison_detection.removal_quality(TRUTH12, TRUTH12[:4]))
+bad("poison_detection.removal_quality", "poisoned none", "poisoned",
+    lambda: poison_detection.removal_quality(TRUTH12, torch.zeros(12, dtype=torch.bool)))
+
 # ---- recipes (argument checks run before any data is read or model trained)
 bad("recipes.mnist_classifier", "architecture", "architecture", lambda: recipes.mnist_classifier(architecture="vit"))
 bad("recipes.mnist_classifier", "poison_rate NaN", "poison_rate", lambda: recipes.mnist_classifier(poison_rate=NAN))
@@ -957,6 +1035,9 @@ NOT_CALLED = {
     "stats.PairedTest": "a result record",
     "ulp.ULPTraining": "a result record",
     "neural_cleanse.NeuralCleanseResult": "a result record of neural_cleanse",
+    "poison_detection.SpectralSignatures": "a result record of spectral_signatures",
+    "poison_detection.ActivationClusters": "a result record of activation_clustering",
+    "poison_detection.RemovalQuality": "a result record of removal_quality",
     "zoo.TrainingPlan": "a result record of training_plan",
     "zoo.Zoo": "a result record of train_zoo",
 }
@@ -1069,6 +1150,15 @@ def valid_calls():
         ("neural_cleanse.neural_cleanse",
          lambda s, im: neural_cleanse.neural_cleanse(s, im, labels=[0, 1], epochs=1, steps_per_epoch=1, batch_size=4),
          (zoo.ModelStack.initial([0]), images(8))),
+        ("poison_detection.penultimate_features",
+         lambda m, im: poison_detection.penultimate_features(m, im, batch_size=4), (models.MnistCNN(), x)),
+        ("poison_detection.spectral_signatures", poison_detection.spectral_signatures, (feats(), LABELS12)),
+        ("poison_detection.activation_clustering",
+         lambda f, y: poison_detection.activation_clustering(f, y, num_dims=2, seed=0), (feats(), LABELS12)),
+        ("poison_detection.detection_auroc", poison_detection.detection_auroc, (torch.rand(12), TRUTH12)),
+        ("poison_detection.top_scorers", lambda sc, y: poison_detection.top_scorers(sc, budget=2, labels=y),
+         (torch.rand(12), LABELS12)),
+        ("poison_detection.removal_quality", poison_detection.removal_quality, (TRUTH12 | (LABELS12 == 0), TRUTH12)),
         ("copula.pseudo_observations", copula.pseudo_observations, (lat,)),
         ("copula.fit_marginals", copula.fit_marginals, (lat,)),
         ("copula.log_density", lambda u: copula.log_density(vine(), u), (np.full((2, 3), 0.5),)),

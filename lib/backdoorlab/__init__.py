@@ -14,6 +14,8 @@ Import it as ``import backdoorlab as bl``; each submodule owns one idea:
 - :mod:`backdoorlab.ulp`: Universal Litmus Patterns, a detector of backdoored models;
 - :mod:`backdoorlab.neural_cleanse`: Neural Cleanse, trigger reverse-engineering over a model zoo;
 - :mod:`backdoorlab.mntd`: a one-class meta-classifier (MNTD) trained on clean models only;
+- :mod:`backdoorlab.poison_detection`: which training images are poisoned (spectral signatures,
+  activation clustering);
 - :mod:`backdoorlab.copula`: vine copulas, mutual information and KL by Monte Carlo;
 - :mod:`backdoorlab.dcae`: the D-vine copula autoencoder;
 - :mod:`backdoorlab.attribution`: Integrated Gradients and gradient maps;
@@ -21,11 +23,12 @@ Import it as ``import backdoorlab as bl``; each submodule owns one idea:
 - :mod:`backdoorlab.lab`: the grader of the "evade the detector" lab.
 """
 
-from . import (attribution, cache, copula, data, dcae, lab, mntd, models, neural_cleanse, plot, recipes, stats, train,
-               triggers, uap, ulp, zoo)
+from . import (attribution, cache, copula, data, dcae, lab, mntd, models, neural_cleanse, plot, poison_detection,
+               recipes, stats, train, triggers, uap, ulp, zoo)
 
 __all__ = [
-    "attribution", "cache", "copula", "data", "dcae", "lab", "mntd", "models", "neural_cleanse", "plot", "recipes", "stats", "train", "triggers", "uap",
+    "attribution", "cache", "copula", "data", "dcae", "lab", "mntd", "models", "neural_cleanse", "plot",
+    "poison_detection", "recipes", "stats", "train", "triggers", "uap",
     "ulp", "zoo",
 ]
 __version__ = "0.1.0"
