@@ -24,7 +24,7 @@ from torch import nn
 
 import backdoorlab as bl
 from backdoorlab import attribution, cache, copula, data, dcae, models, plot, recipes, stats, train, triggers, uap
-from backdoorlab import lab, mntd, neural_cleanse, poison_detection, ulp, zoo
+from backdoorlab import detectors, lab, mntd, neural_cleanse, poison_detection, ulp, zoo
 from backdoorlab.data import ImageSet
 
 TIMEOUT_SECONDS = 20
@@ -952,6 +952,49 @@ for option, value in (("epochs", 0), ("epochs", 1.5), ("batch_size", 0), ("lr", 
         lambda option=option, value=value: mntd.train_one_class(
             mntd.OneClassMetaClassifier(num_queries=1), zoo.ModelStack.initial([0, 1]), **{option: value}))
 
+# ---- detectors
+def small_zoo(labels=(0, 0, 1, 1)) -> zoo.Zoo:
+    n = len(labels)
+    return zoo.Zoo(zoo.ModelStack.initial(range(n)), [None] * n, torch.tensor(labels), torch.ones(n), torch.ones(n))
+
+
+def constant_detector(values, name="d") -> detectors.Detector:
+    return detectors.Detector(name, lambda stack: torch.tensor(values, dtype=torch.float64))
+
+
+for label, kwargs, name in (("name empty", {"name": ""}, "name"), ("score not callable", {"score": 1.0}, "score"),
+                            ("needs unknown", {"needs": ("a GPU",)}, "needs"), ("needs str", {"needs": "clean zoo"}, "needs"),
+                            ("fit_seconds NaN", {"fit_seconds": NAN}, "fit_seconds"),
+                            ("fit_seconds negative", {"fit_seconds": -1.0}, "fit_seconds")):
+    bad("detectors.Detector", label, name,
+        lambda kwargs=kwargs: detectors.Detector(**{"name": "d", "score": lambda s: s, **kwargs}))
+bad("detectors.compare", "zoo stack", "zoo", lambda: detectors.compare([constant_detector([0.0] * 4)], small_zoo().stack))
+bad("detectors.compare", "one class", "zoo",
+    lambda: detectors.compare([constant_detector([0.0] * 4)], small_zoo((0, 0, 0, 0))))
+bad("detectors.compare", "detectors empty", "detectors", lambda: detectors.compare([], small_zoo()))
+bad("detectors.compare", "detectors bare", "detectors", lambda: detectors.compare(constant_detector([0.0] * 4), small_zoo()))
+bad("detectors.compare", "detectors of functions", "detectors", lambda: detectors.compare([lambda s: s], small_zoo()))
+bad("detectors.compare", "names", "names",
+    lambda: detectors.compare([constant_detector([0.0] * 4), constant_detector([1.0] * 4)], small_zoo()))
+bad("detectors.compare", "scores shape", "shape", lambda: detectors.compare([constant_detector([0.0] * 3)], small_zoo()))
+bad("detectors.compare", "scores NaN", "non-finite",
+    lambda: detectors.compare([constant_detector([0.0, NAN, 0.0, 0.0])], small_zoo()))
+for option, value in (("fpr", 1.0), ("fpr", NAN), ("level", 0.0), ("level", 1.0), ("level", "0.9")):
+    bad("detectors.compare", f"{option} {value!r}", option,
+        lambda option=option, value=value: detectors.compare([constant_detector([0.0, 0.1, 0.2, 0.3])], small_zoo(),
+                                                             **{option: value}))
+bad("detectors.rank_average", "none", "scores", lambda: detectors.rank_average())
+bad("detectors.rank_average", "one entry", "scores", lambda: detectors.rank_average([1.0]))
+bad("detectors.rank_average", "NaN", "scores", lambda: detectors.rank_average([1.0, NAN]))
+bad("detectors.rank_average", "lengths", "scores", lambda: detectors.rank_average([1.0, 2.0], [1.0, 2.0, 3.0]))
+bad("detectors.ulp_detector", "wrong detector", "litmus", lambda: detectors.ulp_detector(zoo.ZooCNN()))
+bad("detectors.one_class_detector", "wrong detector", "detector",
+    lambda: detectors.one_class_detector(ulp.LitmusDetector(num_patterns=1)))
+bad("detectors.neural_cleanse_detector", "NaN images", "images",
+    lambda: detectors.neural_cleanse_detector(torch.full((2, 1, 28, 28), NAN)))
+bad("detectors.neural_cleanse_detector", "no images", "images",
+    lambda: detectors.neural_cleanse_detector(torch.zeros(0, 1, 28, 28)))
+
 # ---- lab (every bad submission is refused before anything is measured)
 for scores in ([], [[0.1]], [0.1, NAN], [0.1, INF]):
     bad("lab.threshold_at_fpr", f"clean_scores {scores!r}", "clean_scores", lambda scores=scores: lab.threshold_at_fpr(scores))
@@ -1011,6 +1054,8 @@ NOT_CALLED = {
     "recipes.TrainedModel": "a result record",
     "recipes.mnist_patch_trigger": "takes no argument",
     "lab.Criterion": "a result record of Grader.grade",
+    "detectors.DetectorRow": "a result record of compare",
+    "detectors.Comparison": "a result record of compare",
     "mntd.OneClassTraining": "a result record of train_one_class",
     "lab.LabGrade": "a result record of Grader.grade",
     "train.FitResult": "a result record",
@@ -1164,6 +1209,8 @@ def valid_calls():
         ("copula.log_density", lambda u: copula.log_density(vine(), u), (np.full((2, 3), 0.5),)),
         ("stats.summarize", stats.summarize, (np.array([1.0, 2.0, 4.0]),)),
         ("lab.threshold_at_fpr", lab.threshold_at_fpr, (torch.rand(5),)),
+        ("detectors.rank_average", detectors.rank_average, (np.array([1.0, 3.0, 2.0]), torch.tensor([0.5, 0.1, 0.2]))),
+        ("detectors.compare", lambda z: detectors.compare([constant_detector([0.0, 0.1, 0.2, 0.3])], z), (small_zoo(),)),
         ("mntd.train_one_class", lambda d, s: mntd.train_one_class(d, s, epochs=1),
          (mntd.OneClassMetaClassifier(num_queries=1), zoo.ModelStack.initial([0, 1]))),
         ("lab.Grader.grade", lambda m, t: tiny_grader().grade(m, t, target=0),

@@ -14,6 +14,7 @@ Import it as ``import backdoorlab as bl``; each submodule owns one idea:
 - :mod:`backdoorlab.ulp`: Universal Litmus Patterns, a detector of backdoored models;
 - :mod:`backdoorlab.neural_cleanse`: Neural Cleanse, trigger reverse-engineering over a model zoo;
 - :mod:`backdoorlab.mntd`: a one-class meta-classifier (MNTD) trained on clean models only;
+- :mod:`backdoorlab.detectors`: one shape for every model-level detector, compared on one zoo;
 - :mod:`backdoorlab.poison_detection`: which training images are poisoned (spectral signatures,
   activation clustering);
 - :mod:`backdoorlab.copula`: vine copulas, mutual information and KL by Monte Carlo;
@@ -23,11 +24,11 @@ Import it as ``import backdoorlab as bl``; each submodule owns one idea:
 - :mod:`backdoorlab.lab`: the grader of the "evade the detector" lab.
 """
 
-from . import (attribution, cache, copula, data, dcae, lab, mntd, models, neural_cleanse, plot, poison_detection,
+from . import (attribution, cache, copula, data, dcae, detectors, lab, mntd, models, neural_cleanse, plot, poison_detection,
                recipes, stats, train, triggers, uap, ulp, zoo)
 
 __all__ = [
-    "attribution", "cache", "copula", "data", "dcae", "lab", "mntd", "models", "neural_cleanse", "plot",
+    "attribution", "cache", "copula", "data", "dcae", "detectors", "lab", "mntd", "models", "neural_cleanse", "plot",
     "poison_detection", "recipes", "stats", "train", "triggers", "uap",
     "ulp", "zoo",
 ]
