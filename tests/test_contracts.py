@@ -24,7 +24,7 @@ from torch import nn
 
 import backdoorlab as bl
 from backdoorlab import attribution, cache, copula, data, dcae, models, plot, recipes, stats, train, triggers, uap
-from backdoorlab import detectors, lab, mntd, neural_cleanse, poison_detection, ulp, zoo
+from backdoorlab import detectors, lab, mntd, neural_cleanse, poison_detection, uap_scan, ulp, zoo
 from backdoorlab.data import ImageSet
 
 TIMEOUT_SECONDS = 20
@@ -952,6 +952,20 @@ for option, value in (("epochs", 0), ("epochs", 1.5), ("batch_size", 0), ("lr", 
         lambda option=option, value=value: mntd.train_one_class(
             mntd.OneClassMetaClassifier(num_queries=1), zoo.ModelStack.initial([0, 1]), **{option: value}))
 
+# ---- uap_scan (every bad call is refused before any optimisation)
+for option, value in (("budget", 0.0), ("budget", NAN), ("budget", "1"), ("p", 1), ("p", True), ("steps", 0),
+                      ("steps", 1.5), ("batch_size", 0), ("model_chunk", 0), ("step_size", 0.0), ("step_size", INF),
+                      ("labels", [1]), ("labels", [0, 0]), ("labels", [0, 10]), ("labels", "01"), ("seed", 1.5),
+                      ("seed", -1)):
+    bad("uap_scan.targeted_scan", f"{option} {value!r}", option,
+        lambda option=option, value=value: uap_scan.targeted_scan(zoo.ModelStack.initial([0]), dataset(),
+                                                                  **{option: value}))
+bad("uap_scan.targeted_scan", "models None", "models", lambda: uap_scan.targeted_scan(None, dataset()))
+bad("uap_scan.targeted_scan", "models empty", "models", lambda: uap_scan.targeted_scan([], dataset()))
+bad("uap_scan.targeted_scan", "data tensor", "data", lambda: uap_scan.targeted_scan(zoo.ModelStack.initial([0]), images(4)))
+bad("uap_scan.targeted_scan", "NaN weights", "models",
+    lambda: uap_scan.targeted_scan(nan_stack(), dataset(), steps=1, batch_size=4))
+
 # ---- detectors
 def small_zoo(labels=(0, 0, 1, 1)) -> zoo.Zoo:
     n = len(labels)
@@ -1055,6 +1069,7 @@ NOT_CALLED = {
     "recipes.mnist_patch_trigger": "takes no argument",
     "lab.Criterion": "a result record of Grader.grade",
     "detectors.DetectorRow": "a result record of compare",
+    "uap_scan.TargetedScan": "a result record of targeted_scan",
     "detectors.Comparison": "a result record of compare",
     "mntd.OneClassTraining": "a result record of train_one_class",
     "lab.LabGrade": "a result record of Grader.grade",
@@ -1209,6 +1224,8 @@ def valid_calls():
         ("copula.log_density", lambda u: copula.log_density(vine(), u), (np.full((2, 3), 0.5),)),
         ("stats.summarize", stats.summarize, (np.array([1.0, 2.0, 4.0]),)),
         ("lab.threshold_at_fpr", lab.threshold_at_fpr, (torch.rand(5),)),
+        ("uap_scan.targeted_scan", lambda s, d: uap_scan.targeted_scan(s, d, steps=1, batch_size=4),
+         (zoo.ModelStack.initial([0]), dataset())),
         ("detectors.rank_average", detectors.rank_average, (np.array([1.0, 3.0, 2.0]), torch.tensor([0.5, 0.1, 0.2]))),
         ("detectors.compare", lambda z: detectors.compare([constant_detector([0.0, 0.1, 0.2, 0.3])], z), (small_zoo(),)),
         ("mntd.train_one_class", lambda d, s: mntd.train_one_class(d, s, epochs=1),

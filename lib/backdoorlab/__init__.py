@@ -14,6 +14,7 @@ Import it as ``import backdoorlab as bl``; each submodule owns one idea:
 - :mod:`backdoorlab.ulp`: Universal Litmus Patterns, a detector of backdoored models;
 - :mod:`backdoorlab.neural_cleanse`: Neural Cleanse, trigger reverse-engineering over a model zoo;
 - :mod:`backdoorlab.mntd`: a one-class meta-classifier (MNTD) trained on clean models only;
+- :mod:`backdoorlab.uap_scan`: targeted universal perturbations towards every class, over a zoo;
 - :mod:`backdoorlab.detectors`: one shape for every model-level detector, compared on one zoo;
 - :mod:`backdoorlab.poison_detection`: which training images are poisoned (spectral signatures,
   activation clustering);
@@ -25,11 +26,11 @@ Import it as ``import backdoorlab as bl``; each submodule owns one idea:
 """
 
 from . import (attribution, cache, copula, data, dcae, detectors, lab, mntd, models, neural_cleanse, plot, poison_detection,
-               recipes, stats, train, triggers, uap, ulp, zoo)
+               recipes, stats, train, triggers, uap, uap_scan, ulp, zoo)
 
 __all__ = [
     "attribution", "cache", "copula", "data", "dcae", "detectors", "lab", "mntd", "models", "neural_cleanse", "plot",
-    "poison_detection", "recipes", "stats", "train", "triggers", "uap",
+    "poison_detection", "recipes", "stats", "train", "triggers", "uap", "uap_scan",
     "ulp", "zoo",
 ]
 __version__ = "0.1.0"
