@@ -577,7 +577,7 @@ def deepfool(
 
 
 def fooling_rate(model: nn.Module, images: Tensor, v: Tensor, *,
-                 batch_size: int = DEFAULT_BATCH_SIZE) -> float:
+                 batch_size: int = DEFAULT_BATCH_SIZE, clean_labels: Tensor | None = None) -> float:
     """Share of images whose predicted label changes under the perturbation ``v``.
 
     .. math::
@@ -598,6 +598,13 @@ def fooling_rate(model: nn.Module, images: Tensor, v: Tensor, *,
         Shape (C, H, W): one perturbation added to every image.
     batch_size : int
         Images per forward pass, >= 1.
+    clean_labels : Tensor or None
+        The clean predictions :math:`\\hat k(x_n)`, integer, shape (N,), if already known
+        (e.g. ``backdoorlab.train.predict(model, images)``): they are then not recomputed, which
+        halves the cost when many perturbations are measured on the same images. The result is
+        the same as without them if they are the model's predictions; other labels give the
+        share of images with :math:`\\hat k(\\operatorname{clamp}(x_n + v, 0, 1))` different
+        from them. None (default) computes them.
 
     Returns
     -------
@@ -607,10 +614,10 @@ def fooling_rate(model: nn.Module, images: Tensor, v: Tensor, *,
     Raises
     ------
     TypeError
-        If ``model``, ``images`` or ``v`` has the wrong type.
+        If ``model``, ``images``, ``v`` or ``clean_labels`` has the wrong type.
     ValueError
         If ``images`` is not 4-D, empty or outside [0, 1], ``v`` is not (C, H, W) or not finite,
-        or ``batch_size < 1``.
+        ``clean_labels`` is not of shape (N,), or ``batch_size < 1``.
 
     References
     ----------
@@ -628,15 +635,23 @@ def fooling_rate(model: nn.Module, images: Tensor, v: Tensor, *,
     >>> images = torch.tensor([[[[0.5, 0.4]]], [[[0.9, 0.1]]], [[[0.2, 0.3]]]])
     >>> fooling_rate(model, images, torch.tensor([[[0.0, 0.3]]]))  # only the first flips
     0.3333333333333333
+
+    The clean predictions, computed once, give the same rate for every later perturbation.
+
+    >>> clean = model(images).argmax(dim=1)
+    >>> fooling_rate(model, images, torch.tensor([[[0.0, 0.3]]]), clean_labels=clean)
+    0.3333333333333333
     """
     _check_model(model)
     _check_images(images)
     _check_perturbation(v, tuple(images.shape[1:]))
     batch_size = _check_int("batch_size", batch_size, minimum=1)
+    if clean_labels is not None:
+        _checks.check_labels(clean_labels, name="clean_labels", length=images.shape[0])
     images, v = images.detach(), v.detach()
     with _eval_mode(model):
-        clean = _predict(model, images, batch_size=batch_size)
-        return _fooled_share(model, images, v, clean, batch_size=batch_size)
+        clean = _predict(model, images, batch_size=batch_size) if clean_labels is None else clean_labels
+        return _fooled_share(model, images, v, clean.to(images.device), batch_size=batch_size)
 
 
 # --------------------------------------------------------------------------- Algorithm 1
