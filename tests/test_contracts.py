@@ -280,6 +280,11 @@ bad("uap.fooling_rate", "clean_labels length", "clean_labels",
     lambda: uap.fooling_rate(Linear(), images(), torch.zeros(1, 28, 28), clean_labels=torch.zeros(3, dtype=torch.long)))
 bad("uap.fooling_rate", "clean_labels float", "clean_labels",
     lambda: uap.fooling_rate(Linear(), images(), torch.zeros(1, 28, 28), clean_labels=torch.zeros(4)))
+bad("uap.targeted_success_rate", "clean_labels length", "clean_labels",
+    lambda: uap.targeted_success_rate(Linear(), images(), torch.zeros(1, 28, 28), target=0,
+                                      clean_labels=torch.zeros(3, dtype=torch.long)))
+bad("uap.targeted_success_rate", "clean_labels float", "clean_labels",
+    lambda: uap.targeted_success_rate(Linear(), images(), torch.zeros(1, 28, 28), target=0, clean_labels=torch.zeros(4)))
 bad("uap.fooling_rate", "clean_labels 2-D", "clean_labels",
     lambda: uap.fooling_rate(Linear(), images(), torch.zeros(1, 28, 28), clean_labels=torch.zeros(4, 1, dtype=torch.long)))
 bad("uap.deepfool", "overshoot NaN", "overshoot", lambda: uap.deepfool(Linear(), images(2), overshoot=NAN))

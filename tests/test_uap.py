@@ -21,6 +21,7 @@ from backdoorlab.uap import (
     project_lp,
     random_perturbation,
     sgd_universal_perturbation,
+    targeted_success_rate,
     universal_perturbation,
 )
 
@@ -307,6 +308,18 @@ def test_fooling_rate_with_cached_clean_labels_equals_the_uncached_call(cnn, dat
         v = random_perturbation(tuple(data.shape[1:]), xi=0.5, p=math.inf, seed=seed, dtype=data.dtype)
         assert fooling_rate(cnn, data, v, clean_labels=clean) == fooling_rate(cnn, data, v)
         assert fooling_rate(cnn, data, v, clean_labels=clean, batch_size=7) == fooling_rate(cnn, data, v)
+
+
+def test_targeted_success_rate_with_cached_clean_labels_equals_the_uncached_call(cnn, data):
+    from backdoorlab.train import predict
+    clean = predict(cnn, data)
+    for seed, target in zip(range(4), (0, 1, 2, 1)):
+        v = random_perturbation(tuple(data.shape[1:]), xi=0.5, p=math.inf, seed=seed, dtype=data.dtype)
+        expected = targeted_success_rate(cnn, data, v, target=target)
+        assert targeted_success_rate(cnn, data, v, target=target, clean_labels=clean) == expected
+        assert targeted_success_rate(cnn, data, v, target=target, clean_labels=clean, batch_size=7) == expected
+    with pytest.raises(ValueError, match="clean_labels"):
+        targeted_success_rate(cnn, data, v, target=0, clean_labels=clean[:-1])
 
 
 def test_fooling_rate_refuses_bad_clean_labels(cnn, data):
