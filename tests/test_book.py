@@ -110,6 +110,16 @@ def test_universal_perturbation_subspace_and_targeted_numbers_are_consistent():
     for model in ("clean", "badnets"):
         assert 0.0 <= values[f"uap_targeted_{model}_to_target_mean"] <= 1.0
         assert 0.0 <= values[f"uap_targeted_{model}_other_max"] <= 1.0
+    # the targeted budget is chosen on held-out training images (median success of the clean
+    # model's targeted perturbations at least the rate, or the largest budget of the grid) and
+    # it reaches some class on the test subset: the experiment measures something
+    assert (values["uap_targeted_select_median"] >= values["uap_targeted_select_rate"]
+            or values["uap_targeted_xi"] == 8.0)
+    assert values["uap_targeted_select_reached"] in (0.0, 1.0)
+    assert values["uap_targeted_clean_other_max"] >= 0.10
+    # secondary experiments run on a fixed test subset of at least 2,000 images
+    assert values["uap_test_subset_size"] >= 2000
+    assert values["uap_subset_se_max"] <= 0.5 / math.sqrt(2000) + 1e-12
 
 
 def test_ulp_numbers_meet_the_chapter_claims():

@@ -276,6 +276,17 @@ for kind in BROKEN:
     bad("uap.deepfool", f"broken model {kind}", "model", lambda kind=kind: uap.deepfool(Broken(kind), images(2)))
 bad("uap.fooling_rate", "v NaN", "v", lambda: uap.fooling_rate(Linear(), images(), torch.full((1, 28, 28), NAN)))
 bad("uap.fooling_rate", "v shape", "v", lambda: uap.fooling_rate(Linear(), images(), torch.zeros(28, 28)))
+bad("uap.fooling_rate", "clean_labels length", "clean_labels",
+    lambda: uap.fooling_rate(Linear(), images(), torch.zeros(1, 28, 28), clean_labels=torch.zeros(3, dtype=torch.long)))
+bad("uap.fooling_rate", "clean_labels float", "clean_labels",
+    lambda: uap.fooling_rate(Linear(), images(), torch.zeros(1, 28, 28), clean_labels=torch.zeros(4)))
+bad("uap.targeted_success_rate", "clean_labels length", "clean_labels",
+    lambda: uap.targeted_success_rate(Linear(), images(), torch.zeros(1, 28, 28), target=0,
+                                      clean_labels=torch.zeros(3, dtype=torch.long)))
+bad("uap.targeted_success_rate", "clean_labels float", "clean_labels",
+    lambda: uap.targeted_success_rate(Linear(), images(), torch.zeros(1, 28, 28), target=0, clean_labels=torch.zeros(4)))
+bad("uap.fooling_rate", "clean_labels 2-D", "clean_labels",
+    lambda: uap.fooling_rate(Linear(), images(), torch.zeros(1, 28, 28), clean_labels=torch.zeros(4, 1, dtype=torch.long)))
 bad("uap.deepfool", "overshoot NaN", "overshoot", lambda: uap.deepfool(Linear(), images(2), overshoot=NAN))
 bad("uap.deepfool", "max_iter 0", "max_iter", lambda: uap.deepfool(Linear(), images(2), max_iter=0))
 bad("uap.project_lp", "xi NaN", "xi", lambda: uap.project_lp(torch.zeros(1, 2, 2), NAN, 2))

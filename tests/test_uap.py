@@ -21,6 +21,7 @@ from backdoorlab.uap import (
     project_lp,
     random_perturbation,
     sgd_universal_perturbation,
+    targeted_success_rate,
     universal_perturbation,
 )
 
@@ -291,6 +292,44 @@ def test_fooling_rate_against_hand_count():
         unclamped = (model(images + v).argmax(1) != model(images).argmax(1)).double().mean()
     assert float(unclamped) == pytest.approx(3 / 5)
     assert fooling_rate(model, images, torch.zeros(1, 1, 2)) == 0.0
+    # the same count from given clean labels; other labels count against those labels
+    clean = torch.tensor([0, 0, 1, 0, 0])
+    assert fooling_rate(model, images, v, clean_labels=clean) == pytest.approx(2 / 5)
+    # perturbed predictions are (0, 1, 1, 0, 1): against all-ones labels, 2 of 5 differ
+    assert fooling_rate(model, images, v, clean_labels=torch.ones(5, dtype=torch.long)) == pytest.approx(2 / 5)
+    assert fooling_rate(model, images, v, clean_labels=torch.zeros(5, dtype=torch.long)) == pytest.approx(3 / 5)
+
+
+def test_fooling_rate_with_cached_clean_labels_equals_the_uncached_call(cnn, data):
+    # the rate is (1/N) sum 1[k(clamp(x + v)) != k(x)]: given k(x), it must not change
+    from backdoorlab.train import predict
+    clean = predict(cnn, data)
+    for seed in range(4):
+        v = random_perturbation(tuple(data.shape[1:]), xi=0.5, p=math.inf, seed=seed, dtype=data.dtype)
+        assert fooling_rate(cnn, data, v, clean_labels=clean) == fooling_rate(cnn, data, v)
+        assert fooling_rate(cnn, data, v, clean_labels=clean, batch_size=7) == fooling_rate(cnn, data, v)
+
+
+def test_targeted_success_rate_with_cached_clean_labels_equals_the_uncached_call(cnn, data):
+    from backdoorlab.train import predict
+    clean = predict(cnn, data)
+    for seed, target in zip(range(4), (0, 1, 2, 1)):
+        v = random_perturbation(tuple(data.shape[1:]), xi=0.5, p=math.inf, seed=seed, dtype=data.dtype)
+        expected = targeted_success_rate(cnn, data, v, target=target)
+        assert targeted_success_rate(cnn, data, v, target=target, clean_labels=clean) == expected
+        assert targeted_success_rate(cnn, data, v, target=target, clean_labels=clean, batch_size=7) == expected
+    with pytest.raises(ValueError, match="clean_labels"):
+        targeted_success_rate(cnn, data, v, target=0, clean_labels=clean[:-1])
+
+
+def test_fooling_rate_refuses_bad_clean_labels(cnn, data):
+    v = torch.zeros(tuple(data.shape[1:]), dtype=data.dtype)
+    with pytest.raises(ValueError, match="clean_labels"):
+        fooling_rate(cnn, data, v, clean_labels=torch.zeros(len(data) + 1, dtype=torch.long))
+    with pytest.raises(TypeError, match="clean_labels"):
+        fooling_rate(cnn, data, v, clean_labels=torch.zeros(len(data)))
+    with pytest.raises(TypeError, match="clean_labels"):
+        fooling_rate(cnn, data, v, clean_labels=[0] * len(data))
 
 
 # --------------------------------------------------------------------------- Algorithm 1

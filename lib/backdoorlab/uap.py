@@ -577,7 +577,7 @@ def deepfool(
 
 
 def fooling_rate(model: nn.Module, images: Tensor, v: Tensor, *,
-                 batch_size: int = DEFAULT_BATCH_SIZE) -> float:
+                 batch_size: int = DEFAULT_BATCH_SIZE, clean_labels: Tensor | None = None) -> float:
     """Share of images whose predicted label changes under the perturbation ``v``.
 
     .. math::
@@ -598,6 +598,13 @@ def fooling_rate(model: nn.Module, images: Tensor, v: Tensor, *,
         Shape (C, H, W): one perturbation added to every image.
     batch_size : int
         Images per forward pass, >= 1.
+    clean_labels : Tensor or None
+        The clean predictions :math:`\\hat k(x_n)`, integer, shape (N,), if already known
+        (e.g. ``backdoorlab.train.predict(model, images)``): they are then not recomputed, which
+        halves the cost when many perturbations are measured on the same images. The result is
+        the same as without them if they are the model's predictions; other labels give the
+        share of images with :math:`\\hat k(\\operatorname{clamp}(x_n + v, 0, 1))` different
+        from them. None (default) computes them.
 
     Returns
     -------
@@ -607,10 +614,10 @@ def fooling_rate(model: nn.Module, images: Tensor, v: Tensor, *,
     Raises
     ------
     TypeError
-        If ``model``, ``images`` or ``v`` has the wrong type.
+        If ``model``, ``images``, ``v`` or ``clean_labels`` has the wrong type.
     ValueError
         If ``images`` is not 4-D, empty or outside [0, 1], ``v`` is not (C, H, W) or not finite,
-        or ``batch_size < 1``.
+        ``clean_labels`` is not of shape (N,), or ``batch_size < 1``.
 
     References
     ----------
@@ -628,15 +635,23 @@ def fooling_rate(model: nn.Module, images: Tensor, v: Tensor, *,
     >>> images = torch.tensor([[[[0.5, 0.4]]], [[[0.9, 0.1]]], [[[0.2, 0.3]]]])
     >>> fooling_rate(model, images, torch.tensor([[[0.0, 0.3]]]))  # only the first flips
     0.3333333333333333
+
+    The clean predictions, computed once, give the same rate for every later perturbation.
+
+    >>> clean = model(images).argmax(dim=1)
+    >>> fooling_rate(model, images, torch.tensor([[[0.0, 0.3]]]), clean_labels=clean)
+    0.3333333333333333
     """
     _check_model(model)
     _check_images(images)
     _check_perturbation(v, tuple(images.shape[1:]))
     batch_size = _check_int("batch_size", batch_size, minimum=1)
+    if clean_labels is not None:
+        _checks.check_labels(clean_labels, name="clean_labels", length=images.shape[0])
     images, v = images.detach(), v.detach()
     with _eval_mode(model):
-        clean = _predict(model, images, batch_size=batch_size)
-        return _fooled_share(model, images, v, clean, batch_size=batch_size)
+        clean = _predict(model, images, batch_size=batch_size) if clean_labels is None else clean_labels
+        return _fooled_share(model, images, v, clean.to(images.device), batch_size=batch_size)
 
 
 # --------------------------------------------------------------------------- Algorithm 1
@@ -939,11 +954,14 @@ def _check_target(target: object, num_classes: int) -> int:
 
 @torch.no_grad()
 def _target_share(model: nn.Module, images: Tensor, v: Tensor, target: int, *,
-                  batch_size: int) -> float:
+                  batch_size: int, clean_labels: Tensor | None = None) -> float:
     """Share of the images not predicted ``target`` clean that model(clamp(x + v)) sends there."""
     sent = eligible = 0
-    for chunk in images.split(batch_size):
-        clean = _checks.check_logits(model(chunk), num_images=len(chunk)).argmax(dim=1) != target
+    labels = [None] * len(images.split(batch_size)) if clean_labels is None else clean_labels.split(batch_size)
+    for chunk, known in zip(images.split(batch_size), labels):
+        if known is None:
+            known = _checks.check_logits(model(chunk), num_images=len(chunk)).argmax(dim=1)
+        clean = known != target
         moved = _checks.check_logits(model(_perturb(chunk, v)), num_images=len(chunk)).argmax(dim=1) == target
         sent += (moved & clean).sum().item()
         eligible += clean.sum().item()
@@ -951,7 +969,8 @@ def _target_share(model: nn.Module, images: Tensor, v: Tensor, target: int, *,
 
 
 def targeted_success_rate(model: nn.Module, images: Tensor, v: Tensor, *, target: int,
-                          batch_size: int = DEFAULT_BATCH_SIZE) -> float:
+                          batch_size: int = DEFAULT_BATCH_SIZE,
+                          clean_labels: Tensor | None = None) -> float:
     """Share of images sent to class ``target`` by the perturbation ``v``.
 
     .. math::
@@ -976,6 +995,10 @@ def targeted_success_rate(model: nn.Module, images: Tensor, v: Tensor, *, target
         The class, in 0..K-1.
     batch_size : int
         Images per forward pass, >= 1.
+    clean_labels : Tensor or None
+        The clean predictions :math:`\\hat k(x_n)`, integer, shape (N,), if already known (as in
+        :func:`fooling_rate`): not recomputed, same result if they are the model's predictions.
+        None (default) computes them.
 
     Returns
     -------
@@ -988,7 +1011,8 @@ def targeted_success_rate(model: nn.Module, images: Tensor, v: Tensor, *, target
         If an argument has the wrong type.
     ValueError
         If ``images`` is not 4-D, empty or outside [0, 1], ``v`` is not (C, H, W) or not
-        finite, ``target`` is outside 0..K-1, or ``batch_size < 1``.
+        finite, ``target`` is outside 0..K-1, ``clean_labels`` is not of shape (N,), or
+        ``batch_size < 1``.
 
     Examples
     --------
@@ -1000,15 +1024,21 @@ def targeted_success_rate(model: nn.Module, images: Tensor, v: Tensor, *, target
     >>> images = torch.tensor([[[[0.5, 0.4]]], [[[0.9, 0.1]]], [[[0.2, 0.3]]]])
     >>> targeted_success_rate(torch.nn.Flatten(), images, torch.tensor([[[0.0, 0.3]]]), target=1)
     0.5
+    >>> targeted_success_rate(torch.nn.Flatten(), images, torch.tensor([[[0.0, 0.3]]]), target=1,
+    ...                       clean_labels=torch.tensor([0, 0, 1]))
+    0.5
     """
     _check_model(model)
     _check_images(images)
     _check_perturbation(v, tuple(images.shape[1:]))
     batch_size = _check_int("batch_size", batch_size, minimum=1)
+    if clean_labels is not None:
+        clean_labels = _checks.check_labels(clean_labels, name="clean_labels", length=images.shape[0])
+        clean_labels = clean_labels.to(images.device)
     images, v = images.detach(), v.detach()
     with _eval_mode(model), torch.no_grad():
         target = _check_target(target, _checks.check_logits(model(images[:1]), num_images=1).shape[1])
-        return _target_share(model, images, v, target, batch_size=batch_size)
+        return _target_share(model, images, v, target, batch_size=batch_size, clean_labels=clean_labels)
 
 
 def targeted_universal_perturbation(
