@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+
+import numpy as np
 import pytest
 import torch
 
@@ -80,6 +83,36 @@ def test_noise_baseline_keeps_its_patterns_and_training_is_reproducible():
     second = train_detector(LitmusDetector(num_patterns=3, seed=5), zoo, epochs=3, batch_size=8, seed=1)
     assert torch.equal(first.detector.patterns, second.detector.patterns)
     assert first.history == second.history
+
+
+def test_noise_baseline_with_features_computed_once_takes_the_steps_of_the_objective():
+    # Fixed patterns: train_detector reuses the features; the same Adam steps on ulp_objective
+    # (which re-evaluates the models every step) must give the same head and the same history.
+    zoo, validation = toy_zoo(20, seed=0), toy_zoo(8, seed=50)
+    start = LitmusDetector(num_patterns=3, learn_patterns=False, seed=7)
+    run = train_detector(start, zoo, epochs=4, batch_size=6, head_lr=1e-2, weight_decay=1e-3, seed=3,
+                         validation=validation, track_train_auc=False)
+    assert "train_auc" not in run.history and len(run.history["val_auc"]) == 4
+    detector = copy.deepcopy(start)
+    optimizer = torch.optim.Adam([{"params": detector.head.parameters(), "lr": 1e-2, "weight_decay": 1e-3}])
+    generator = torch.Generator().manual_seed(3)
+    val_aucs, states = [], []
+    for _ in range(4):
+        order = torch.randperm(len(zoo), generator=generator)
+        for begin in range(0, len(zoo), 6):
+            batch = order[begin:begin + 6]
+            loss = ulp_objective(detector, zoo.stack.select(batch), zoo.labels[batch], tv_weight=1e-4)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        val_aucs.append(auc(detector.score(validation), validation.labels))
+        states.append(copy.deepcopy(detector.head.state_dict()))
+    assert run.history["val_auc"] == pytest.approx(val_aucs, abs=1e-9)
+    kept = states[int(np.argmax(val_aucs))]
+    assert torch.allclose(run.detector.head.weight, kept["weight"], atol=1e-5)
+    assert torch.allclose(run.detector.head.bias, kept["bias"], atol=1e-5)
+    with pytest.raises(TypeError, match="track_train_auc"):
+        train_detector(start, zoo, epochs=1, track_train_auc=1)
 
 
 def test_score_accepts_stacks_zoos_and_model_lists():
