@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from backdoorlab.ulp import LitmusDetector, auc, total_variation, train_detector, ulp_objective
+from backdoorlab.ulp import LitmusDetector, auc, total_variation, train_detector, train_detectors, ulp_objective
 from backdoorlab.zoo import ModelStack, Zoo, ZooCNN
 
 
@@ -158,3 +158,19 @@ def test_score_modules_errors():
         detector.score_modules(["not a model"])
     with pytest.raises(ValueError, match="shape"):
         detector.score_modules([torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 3))])
+
+
+def test_train_detectors_in_two_processes_equals_the_loop():
+    zoo, validation = toy_zoo(12, seed=0), toy_zoo(6, seed=50)
+    jobs = [{"detector": LitmusDetector(num_patterns=2, learn_patterns=learn, seed=s), "epochs": 2, "batch_size": 4,
+             "seed": s, "validation": validation} for s, learn in ((0, True), (1, False))]
+    parallel = train_detectors(jobs, zoo, num_workers=2)
+    for job, run in zip(jobs, parallel):
+        alone = train_detector(job["detector"], zoo, epochs=2, batch_size=4, seed=job["seed"], validation=validation)
+        assert torch.equal(run.detector.patterns, alone.detector.patterns)
+        assert torch.allclose(run.detector.head.weight, alone.detector.head.weight, atol=1e-6)
+        assert run.history["val_auc"] == alone.history["val_auc"] and run.best_epoch == alone.best_epoch
+    with pytest.raises(TypeError, match="jobs\\[0\\]"):
+        train_detectors([{"seed": 0}], zoo)
+    with pytest.raises(ValueError, match="num_workers"):
+        train_detectors(jobs, zoo, num_workers=0)

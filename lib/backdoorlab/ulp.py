@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,6 +39,7 @@ __all__ = [
     "auc",
     "total_variation",
     "train_detector",
+    "train_detectors",
     "ulp_objective",
 ]
 
@@ -383,6 +384,72 @@ def train_detector(
     else:
         best_epoch = epochs - 1
     return ULPTraining(detector, history, best_epoch, time.perf_counter() - start)
+
+
+_WORKER_ZOO: Zoo | None = None
+
+
+def _start_worker(zoo: Zoo) -> None:
+    global _WORKER_ZOO
+    torch.set_num_threads(1)
+    _WORKER_ZOO = zoo
+
+
+def _train_job(job: Mapping[str, object]) -> ULPTraining:
+    options = dict(job)
+    return train_detector(options.pop("detector"), _WORKER_ZOO, **options)
+
+
+def train_detectors(jobs: Sequence[Mapping[str, object]], zoo: Zoo, *, num_workers: int = 1) -> list[ULPTraining]:
+    """Several independent :func:`train_detector` runs on one ``zoo``, optionally in parallel processes.
+
+    Each job is a dict of the keyword arguments of :func:`train_detector` with its
+    ``detector`` (``{"detector": LitmusDetector(...), "seed": 3, "validation": zoo, ...}``).
+    With ``num_workers > 1`` the jobs run in a pool of that many processes, one torch
+    thread each, which receive ``zoo`` once; the jobs are handed out in the given order, so
+    list the costly ones first. Every run depends only on its job and ``zoo`` (explicit seeds),
+    so the results are those of calling :func:`train_detector` on each job in a loop.
+
+    Parameters
+    ----------
+    jobs : sequence of dict
+        Keyword arguments of :func:`train_detector`, each with the key ``detector``.
+    zoo : Zoo
+        The training zoo shared by all jobs.
+    num_workers : int
+        Processes that train at once; 1 trains in this process.
+
+    Returns
+    -------
+    list of ULPTraining
+        In the order of ``jobs``.
+
+    Examples
+    --------
+    >>> from backdoorlab.zoo import ModelStack, Zoo
+    >>> zoo = Zoo(ModelStack.initial(range(4)), [None] * 4, torch.tensor([0, 1, 0, 1]), torch.ones(4), torch.ones(4))
+    >>> runs = train_detectors([{"detector": LitmusDetector(num_patterns=1, seed=s), "epochs": 1, "seed": s}
+    ...                         for s in range(2)], zoo)
+    >>> [len(run.history["loss"]) for run in runs]
+    [1, 1]
+    """
+    _check_zoo(zoo, "zoo")
+    _checks.check_int("num_workers", num_workers, minimum=1)
+    if not isinstance(jobs, Sequence) or not jobs:
+        raise ValueError("jobs must be a non-empty sequence of dicts of train_detector's keyword arguments")
+    for index, job in enumerate(jobs):
+        if not isinstance(job, Mapping) or not isinstance(job.get("detector"), LitmusDetector):
+            raise TypeError(f"jobs[{index}] must be a dict with a LitmusDetector under 'detector', got {job!r}")
+    if num_workers == 1 or len(jobs) == 1:
+        return [train_detector(job["detector"], zoo, **{k: v for k, v in job.items() if k != "detector"})
+                for job in jobs]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = multiprocessing.get_context("spawn")  # a forked torch runtime can deadlock
+    with ProcessPoolExecutor(min(num_workers, len(jobs)), mp_context=context, initializer=_start_worker,
+                             initargs=(zoo,)) as pool:
+        return list(pool.map(_train_job, [dict(job) for job in jobs]))
 
 
 def ulp_objective(
