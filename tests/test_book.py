@@ -124,10 +124,25 @@ def test_universal_perturbation_subspace_and_targeted_numbers_are_consistent():
 
 def test_ulp_numbers_meet_the_chapter_claims():
     values = glued("ulp")
-    for key in ("ulp_auc_m1", "ulp_auc_m5", "ulp_auc_m10", "ulp_noise_auc_m10"):
+    required = ("ulp_auc_m10_mean", "ulp_auc_m10_ci_low", "ulp_auc_m10_ci_high", "ulp_auc_m10_one_source_mean",
+                "ulp_noise_auc_m10_mean", "nc_auc", "nc_auc_ci_low", "nc_seconds_per_model", "ulp_auc_transfer",
+                "ulp_auc_anywhere", "ulp_num_detector_seeds")
+    for key in required:
+        assert key in values, f"{key} is not glued"
+    for key in ("ulp_auc_m1", "ulp_auc_m5", "ulp_auc_m10", "ulp_noise_auc_m10", "ulp_auc_m10_mean",
+                "ulp_auc_m10_one_source_mean", "ulp_noise_auc_m10_mean", "nc_auc", "nc_auc_ci_low",
+                "ulp_auc_transfer", "ulp_auc_anywhere"):
         assert 0.0 <= values[key] <= 1.0, key
-    assert values["ulp_auc_m10"] >= 0.90
-    assert values["ulp_auc_m10"] - values["ulp_noise_auc_m10"] >= 0.08
+    assert values["ulp_num_detector_seeds"] >= 5
+    assert values["ulp_auc_m10_ci_low"] <= values["ulp_auc_m10_mean"] <= values["ulp_auc_m10_ci_high"]
+    assert values["nc_auc_ci_low"] <= values["nc_auc"]
+    assert values["nc_seconds_per_model"] > 0
+    # bars on the means over detector seeds: the pooled AUC at M = 10 reaches 0.93 and beats noise
+    # clearly; the one-source mean (0.88 when last built) stays short of 0.90, so it is held to 0.85
+    assert values["ulp_auc_m10_mean"] >= 0.93
+    assert values["ulp_auc_m10_one_source_mean"] >= 0.85
+    assert values["ulp_auc_m10_mean"] - values["ulp_noise_auc_m10_mean"] >= 0.2
+    assert values["ulp_auc_anywhere"] >= 0.7
     assert values["ulp_zoo_minutes"] > 0  # a build time is recorded (its budget is not a test)
     assert values["ulp_zoo_models"] >= 400
     assert values["ulp_train_models"] >= 300 and values["ulp_test_models"] >= 100

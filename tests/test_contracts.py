@@ -621,6 +621,15 @@ bad("ulp.train_detector", "seed float", "seed",
 bad("ulp.train_detector", "epochs 0", "epochs",
     lambda: ulp.train_detector(ulp.LitmusDetector(num_patterns=1), tiny_zoo(), epochs=0))
 bad("ulp.train_detector", "zoo list", "zoo", lambda: ulp.train_detector(ulp.LitmusDetector(num_patterns=1), [1]))
+bad("ulp.train_detector", "track_train_auc int", "track_train_auc",
+    lambda: ulp.train_detector(ulp.LitmusDetector(num_patterns=1), tiny_zoo(), epochs=1, track_train_auc=1))
+bad("ulp.train_detectors", "jobs empty", "jobs", lambda: ulp.train_detectors([], tiny_zoo()))
+bad("ulp.train_detectors", "job without detector", "jobs", lambda: ulp.train_detectors([{"epochs": 1}], tiny_zoo()))
+bad("ulp.train_detectors", "num_workers 0", "num_workers",
+    lambda: ulp.train_detectors([{"detector": ulp.LitmusDetector(num_patterns=1), "epochs": 1}], tiny_zoo(),
+                                num_workers=0))
+bad("ulp.train_detectors", "zoo list", "zoo",
+    lambda: ulp.train_detectors([{"detector": ulp.LitmusDetector(num_patterns=1)}], [1]))
 bad("ulp.ulp_objective", "labels length", "labels",
     lambda: ulp.ulp_objective(ulp.LitmusDetector(num_patterns=1), zoo.ModelStack.initial([0, 1]), torch.ones(3),
                               tv_weight=0.0))
@@ -759,7 +768,7 @@ for seed in BAD_SEEDS:
     bad("neural_cleanse.neural_cleanse", f"seed {seed!r}", "seed",
         lambda seed=seed: neural_cleanse.neural_cleanse(zoo.ModelStack.initial([0]), images(8), labels=[0, 1],
                                                         epochs=1, seed=seed))
-for option in ("epochs", "steps_per_epoch", "batch_size", "patience", "early_stop_patience", "model_chunk"):
+for option in ("epochs", "steps_per_epoch", "batch_size", "patience", "early_stop_patience", "model_chunk", "num_workers"):
     for value in (0, 1.5, True):
         bad("neural_cleanse.neural_cleanse", f"{option} {value!r}", option,
             lambda option=option, value=value: neural_cleanse.neural_cleanse(

@@ -67,6 +67,17 @@ def test_chunks_do_not_change_results(planted):
     torch.testing.assert_close(whole.masks, chunked.masks, rtol=0.0, atol=1e-3)
 
 
+def test_two_worker_processes_give_the_serial_results(planted):
+    stack, images = planted
+    options = dict(labels=[1, 7], epochs=3, steps_per_epoch=2, batch_size=8, seed=1, model_chunk=1)
+    serial = neural_cleanse(stack, images, **options)
+    parallel = neural_cleanse(stack, images, num_workers=2, **options)
+    torch.testing.assert_close(serial.masks, parallel.masks, rtol=0.0, atol=1e-4)
+    assert torch.equal(serial.epochs, parallel.epochs)
+    with pytest.raises(ValueError, match="num_workers"):
+        neural_cleanse(stack, images, num_workers=0, **options)
+
+
 def test_same_seed_same_masks_other_seed_other_masks():
     stack, images = ModelStack.initial([0]), torch.rand(32, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     options = dict(labels=[0, 1], epochs=2, steps_per_epoch=2, batch_size=8)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import copy
+
+import numpy as np
 import pytest
 import torch
 
-from backdoorlab.ulp import LitmusDetector, auc, total_variation, train_detector, ulp_objective
+from backdoorlab.ulp import LitmusDetector, auc, total_variation, train_detector, train_detectors, ulp_objective
 from backdoorlab.zoo import ModelStack, Zoo, ZooCNN
 
 
@@ -82,6 +85,36 @@ def test_noise_baseline_keeps_its_patterns_and_training_is_reproducible():
     assert first.history == second.history
 
 
+def test_noise_baseline_with_features_computed_once_takes_the_steps_of_the_objective():
+    # Fixed patterns: train_detector reuses the features; the same Adam steps on ulp_objective
+    # (which re-evaluates the models every step) must give the same head and the same history.
+    zoo, validation = toy_zoo(20, seed=0), toy_zoo(8, seed=50)
+    start = LitmusDetector(num_patterns=3, learn_patterns=False, seed=7)
+    run = train_detector(start, zoo, epochs=4, batch_size=6, head_lr=1e-2, weight_decay=1e-3, seed=3,
+                         validation=validation, track_train_auc=False)
+    assert "train_auc" not in run.history and len(run.history["val_auc"]) == 4
+    detector = copy.deepcopy(start)
+    optimizer = torch.optim.Adam([{"params": detector.head.parameters(), "lr": 1e-2, "weight_decay": 1e-3}])
+    generator = torch.Generator().manual_seed(3)
+    val_aucs, states = [], []
+    for _ in range(4):
+        order = torch.randperm(len(zoo), generator=generator)
+        for begin in range(0, len(zoo), 6):
+            batch = order[begin:begin + 6]
+            loss = ulp_objective(detector, zoo.stack.select(batch), zoo.labels[batch], tv_weight=1e-4)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        val_aucs.append(auc(detector.score(validation), validation.labels))
+        states.append(copy.deepcopy(detector.head.state_dict()))
+    assert run.history["val_auc"] == pytest.approx(val_aucs, abs=1e-9)
+    kept = states[int(np.argmax(val_aucs))]
+    assert torch.allclose(run.detector.head.weight, kept["weight"], atol=1e-5)
+    assert torch.allclose(run.detector.head.bias, kept["bias"], atol=1e-5)
+    with pytest.raises(TypeError, match="track_train_auc"):
+        train_detector(start, zoo, epochs=1, track_train_auc=1)
+
+
 def test_score_accepts_stacks_zoos_and_model_lists():
     models = [ZooCNN() for _ in range(3)]
     detector = LitmusDetector(num_patterns=2)
@@ -125,3 +158,19 @@ def test_score_modules_errors():
         detector.score_modules(["not a model"])
     with pytest.raises(ValueError, match="shape"):
         detector.score_modules([torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 3))])
+
+
+def test_train_detectors_in_two_processes_equals_the_loop():
+    zoo, validation = toy_zoo(12, seed=0), toy_zoo(6, seed=50)
+    jobs = [{"detector": LitmusDetector(num_patterns=2, learn_patterns=learn, seed=s), "epochs": 2, "batch_size": 4,
+             "seed": s, "validation": validation} for s, learn in ((0, True), (1, False))]
+    parallel = train_detectors(jobs, zoo, num_workers=2)
+    for job, run in zip(jobs, parallel):
+        alone = train_detector(job["detector"], zoo, epochs=2, batch_size=4, seed=job["seed"], validation=validation)
+        assert torch.equal(run.detector.patterns, alone.detector.patterns)
+        assert torch.allclose(run.detector.head.weight, alone.detector.head.weight, atol=1e-6)
+        assert run.history["val_auc"] == alone.history["val_auc"] and run.best_epoch == alone.best_epoch
+    with pytest.raises(TypeError, match="jobs\\[0\\]"):
+        train_detectors([{"seed": 0}], zoo)
+    with pytest.raises(ValueError, match="num_workers"):
+        train_detectors(jobs, zoo, num_workers=0)

@@ -262,6 +262,15 @@ def _solve(stack: ModelStack, images: torch.Tensor, labels: torch.Tensor, mask_i
     return best_mask.detach(), best_pattern.detach(), best_success, epochs_run
 
 
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+def _solve_problem(argument: tuple) -> tuple[torch.Tensor, ...]:
+    stack, images, labels, mask_init, pattern_init, options = argument
+    return _solve(stack, images, labels, mask_init, pattern_init, **options)
+
+
 def neural_cleanse(
     models: ModelStack | Zoo | Sequence[ZooCNN],
     images: torch.Tensor,
@@ -280,6 +289,7 @@ def neural_cleanse(
     model_chunk: int = 20,
     method: str = "batched",
     seed: int = 0,
+    num_workers: int = 1,
 ) -> NeuralCleanseResult:
     """Neural Cleanse on every model of ``models``: one trigger per label, then the anomaly index.
 
@@ -306,6 +316,8 @@ def neural_cleanse(
     (one grouped network, labels as a batch axis); ``method="loop"`` solves each (model, label)
     alone. Both draw the same initial masks and patterns (uniform, from ``seed``) and the same
     image batches, so they agree up to floating-point rounding.
+    The problems are independent: with ``num_workers > 1`` they are solved in a pool of that
+    many processes, one torch thread each, with the same results up to rounding.
 
     Parameters
     ----------
@@ -346,6 +358,7 @@ def neural_cleanse(
                         ("patience", patience), ("early_stop_patience", early_stop_patience),
                         ("model_chunk", model_chunk)):
         _checks.check_int(name, value)
+    _checks.check_int("num_workers", num_workers, minimum=1)
     for name, value in (("lr", lr), ("init_cost", init_cost), ("cost_multiplier", cost_multiplier),
                         ("attack_threshold", attack_threshold), ("early_stop_threshold", early_stop_threshold)):
         _checks.check_real(name, value)
@@ -390,10 +403,20 @@ def neural_cleanse(
     success, epochs_run = torch.zeros(k, num_labels), torch.zeros(k, num_labels, dtype=torch.long)
     start = time.perf_counter()
     frozen = stack  # select() below copies the parameters: the caller's stack is not frozen
-    for members, columns in problems:
-        rows, cols = torch.tensor(members)[:, None], torch.tensor(columns)[None, :]
-        out = _solve(frozen.select(members).requires_grad_(False), images, target[columns], mask_init[rows, cols],
-                     pattern_init[rows, cols], **options)
+    index_pairs = [(torch.tensor(members)[:, None], torch.tensor(columns)[None, :]) for members, columns in problems]
+    arguments = [(frozen.select(members).requires_grad_(False), images, target[columns], mask_init[rows, cols],
+                  pattern_init[rows, cols], options) for (members, columns), (rows, cols) in zip(problems, index_pairs)]
+    if num_workers > 1 and len(problems) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        context = multiprocessing.get_context("spawn")  # a forked torch runtime can deadlock
+        with ProcessPoolExecutor(min(num_workers, len(problems)), mp_context=context,
+                                 initializer=_one_thread) as pool:
+            outputs = list(pool.map(_solve_problem, arguments))
+    else:
+        outputs = [_solve_problem(argument) for argument in arguments]
+    for (rows, cols), out in zip(index_pairs, outputs):
         masks[rows, cols], patterns[rows, cols], success[rows, cols], epochs_run[rows, cols] = out
     seconds = time.perf_counter() - start
     norms = masks.sum(dim=(2, 3))

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,6 +39,7 @@ __all__ = [
     "auc",
     "total_variation",
     "train_detector",
+    "train_detectors",
     "ulp_objective",
 ]
 
@@ -240,8 +241,8 @@ class ULPTraining:
     detector : LitmusDetector
         The detector at the epoch of best validation AUC (the last epoch without validation).
     history : dict of str to list of float
-        Per epoch: ``loss`` (mean training objective), ``train_auc`` and, with validation
-        or monitoring zoos, ``val_auc`` and ``monitor_auc``.
+        Per epoch: ``loss`` (mean training objective), ``train_auc`` (unless it was not
+        tracked) and, with validation or monitoring zoos, ``val_auc`` and ``monitor_auc``.
     best_epoch : int
         The epoch whose detector was kept (0-based).
     seconds : float
@@ -277,6 +278,7 @@ def train_detector(
     monitor: Zoo | None = None,
     seed: int = 0,
     method: str = "batched",
+    track_train_auc: bool = True,
 ) -> ULPTraining:
     """Train ``detector`` on the labelled ``zoo`` (patterns and head jointly), returning a copy.
 
@@ -287,6 +289,13 @@ def train_detector(
     defaults are the settings of the book's ULP chapter, chosen on its MNIST zoo.
     With ``validation``, the detector of the epoch with the best validation AUC is kept;
     ``monitor`` is only recorded (for training curves), never used to choose.
+    ``track_train_auc=False`` skips the training zoo's AUC after each epoch (it is only
+    recorded, and costs one pass over the zoo).
+
+    When the patterns are fixed (``detector.learn_patterns`` is False: the noise-input
+    baseline), the models' features on the patterns do not change during training; they are
+    computed once per zoo, and each step trains the head on its batch's rows of them. This is
+    the same objective and the same steps, without re-evaluating frozen models on frozen inputs.
 
     Examples
     --------
@@ -317,6 +326,8 @@ def train_detector(
     _checks.check_seed(seed)
     if method not in ("batched", "loop"):
         raise ValueError(f"method must be 'batched' or 'loop', got {method!r}")
+    if not isinstance(track_train_auc, bool):
+        raise TypeError(f"track_train_auc must be a bool, got {type(track_train_auc).__name__}")
     detector = copy.deepcopy(detector)
     groups = [{"params": detector.head.parameters(), "lr": head_lr, "weight_decay": weight_decay}]
     if detector.learn_patterns:
@@ -324,7 +335,22 @@ def train_detector(
     optimizer = torch.optim.Adam(groups)
     generator = torch.Generator().manual_seed(seed)
     labels = zoo.labels.float()
-    history: dict[str, list[float]] = {"loss": [], "train_auc": []}
+    fixed: dict[int, torch.Tensor] = {}  # features of each zoo when the patterns are fixed
+    if not detector.learn_patterns:
+        with torch.no_grad():
+            for other in (zoo, validation, monitor):
+                if other is not None and id(other) not in fixed:
+                    fixed[id(other)] = detector.features(other.stack, method=method)
+
+    def scores(other: Zoo) -> torch.Tensor:
+        if id(other) in fixed:
+            with torch.no_grad():
+                return torch.sigmoid(detector.head(fixed[id(other)]).squeeze(1))
+        return detector.score(other)
+
+    history: dict[str, list[float]] = {"loss": []}
+    if track_train_auc:
+        history["train_auc"] = []
     best = (-1.0, 0, copy.deepcopy(detector.state_dict()))
     start = time.perf_counter()
     for epoch in range(epochs):
@@ -332,7 +358,12 @@ def train_detector(
         total = 0.0
         for begin in range(0, len(zoo), batch_size):
             batch = order[begin:begin + batch_size]
-            loss = ulp_objective(detector, zoo.stack.select(batch), labels[batch], tv_weight=tv_weight, method=method)
+            if fixed:
+                logits = detector.head(fixed[id(zoo)][batch]).squeeze(1)
+                loss = F.binary_cross_entropy_with_logits(logits, labels[batch])
+            else:
+                loss = ulp_objective(detector, zoo.stack.select(batch), labels[batch], tv_weight=tv_weight,
+                                     method=method)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -340,10 +371,11 @@ def train_detector(
                 detector.patterns.clamp_(0.0, 1.0)
             total += loss.item() * len(batch)
         history["loss"].append(total / len(zoo))
-        history["train_auc"].append(auc(detector.score(zoo), zoo.labels))
+        if track_train_auc:
+            history["train_auc"].append(auc(scores(zoo), zoo.labels))
         for name, other in (("val_auc", validation), ("monitor_auc", monitor)):
             if other is not None:
-                history.setdefault(name, []).append(auc(detector.score(other), other.labels))
+                history.setdefault(name, []).append(auc(scores(other), other.labels))
         if validation is not None and history["val_auc"][-1] > best[0]:
             best = (history["val_auc"][-1], epoch, copy.deepcopy(detector.state_dict()))
     if validation is not None:
@@ -352,6 +384,72 @@ def train_detector(
     else:
         best_epoch = epochs - 1
     return ULPTraining(detector, history, best_epoch, time.perf_counter() - start)
+
+
+_WORKER_ZOO: Zoo | None = None
+
+
+def _start_worker(zoo: Zoo) -> None:
+    global _WORKER_ZOO
+    torch.set_num_threads(1)
+    _WORKER_ZOO = zoo
+
+
+def _train_job(job: Mapping[str, object]) -> ULPTraining:
+    options = dict(job)
+    return train_detector(options.pop("detector"), _WORKER_ZOO, **options)
+
+
+def train_detectors(jobs: Sequence[Mapping[str, object]], zoo: Zoo, *, num_workers: int = 1) -> list[ULPTraining]:
+    """Several independent :func:`train_detector` runs on one ``zoo``, optionally in parallel processes.
+
+    Each job is a dict of the keyword arguments of :func:`train_detector` with its
+    ``detector`` (``{"detector": LitmusDetector(...), "seed": 3, "validation": zoo, ...}``).
+    With ``num_workers > 1`` the jobs run in a pool of that many processes, one torch
+    thread each, which receive ``zoo`` once; the jobs are handed out in the given order, so
+    list the costly ones first. Every run depends only on its job and ``zoo`` (explicit seeds),
+    so the results are those of calling :func:`train_detector` on each job in a loop.
+
+    Parameters
+    ----------
+    jobs : sequence of dict
+        Keyword arguments of :func:`train_detector`, each with the key ``detector``.
+    zoo : Zoo
+        The training zoo shared by all jobs.
+    num_workers : int
+        Processes that train at once; 1 trains in this process.
+
+    Returns
+    -------
+    list of ULPTraining
+        In the order of ``jobs``.
+
+    Examples
+    --------
+    >>> from backdoorlab.zoo import ModelStack, Zoo
+    >>> zoo = Zoo(ModelStack.initial(range(4)), [None] * 4, torch.tensor([0, 1, 0, 1]), torch.ones(4), torch.ones(4))
+    >>> runs = train_detectors([{"detector": LitmusDetector(num_patterns=1, seed=s), "epochs": 1, "seed": s}
+    ...                         for s in range(2)], zoo)
+    >>> [len(run.history["loss"]) for run in runs]
+    [1, 1]
+    """
+    _check_zoo(zoo, "zoo")
+    _checks.check_int("num_workers", num_workers, minimum=1)
+    if not isinstance(jobs, Sequence) or not jobs:
+        raise ValueError("jobs must be a non-empty sequence of dicts of train_detector's keyword arguments")
+    for index, job in enumerate(jobs):
+        if not isinstance(job, Mapping) or not isinstance(job.get("detector"), LitmusDetector):
+            raise TypeError(f"jobs[{index}] must be a dict with a LitmusDetector under 'detector', got {job!r}")
+    if num_workers == 1 or len(jobs) == 1:
+        return [train_detector(job["detector"], zoo, **{k: v for k, v in job.items() if k != "detector"})
+                for job in jobs]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = multiprocessing.get_context("spawn")  # a forked torch runtime can deadlock
+    with ProcessPoolExecutor(min(num_workers, len(jobs)), mp_context=context, initializer=_start_worker,
+                             initargs=(zoo,)) as pool:
+        return list(pool.map(_train_job, [dict(job) for job in jobs]))
 
 
 def ulp_objective(
