@@ -472,6 +472,7 @@ def mnist_lab_grader(
     run = ulp_module.train_detector(
         ulp_module.LitmusDetector(num_patterns=num_patterns, seed=seed),
         train_zoo.select(order[num_validation:]), validation=train_zoo.select(order[:num_validation]), seed=seed,
+        track_train_auc=False,
     )
     test_set = data_module.mnist(train=False, root=root)
     return lab_module.Grader(
