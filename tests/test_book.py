@@ -139,9 +139,9 @@ def test_ulp_numbers_meet_the_chapter_claims():
     assert values["nc_seconds_per_model"] > 0
     # bars on the means over detector seeds: the pooled AUC at M = 10 (0.932 when last built) is held
     # to 0.90, since another machine trains slightly different zoo weights, and beats noise clearly;
-    # the one-source mean (0.88 when last built) is held to 0.85
+    # the one-source mean (0.88 when last built, on about half the models) is held to 0.80
     assert values["ulp_auc_m10_mean"] >= 0.90
-    assert values["ulp_auc_m10_one_source_mean"] >= 0.85
+    assert values["ulp_auc_m10_one_source_mean"] >= 0.80
     assert values["ulp_auc_m10_mean"] - values["ulp_noise_auc_m10_mean"] >= 0.2
     assert values["ulp_auc_anywhere"] >= 0.7
     # the blended zoo is measured, whatever it shows, with Neural Cleanse beside it
