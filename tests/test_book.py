@@ -126,7 +126,7 @@ def test_ulp_numbers_meet_the_chapter_claims():
     values = glued("ulp")
     required = ("ulp_auc_m10_mean", "ulp_auc_m10_ci_low", "ulp_auc_m10_ci_high", "ulp_auc_m10_one_source_mean",
                 "ulp_noise_auc_m10_mean", "nc_auc", "nc_auc_ci_low", "nc_seconds_per_model", "ulp_auc_transfer",
-                "ulp_auc_anywhere", "ulp_num_detector_seeds")
+                "ulp_auc_anywhere", "ulp_auc_blended", "ulp_num_detector_seeds")
     for key in required:
         assert key in values, f"{key} is not glued"
     for key in ("ulp_auc_m1", "ulp_auc_m5", "ulp_auc_m10", "ulp_noise_auc_m10", "ulp_auc_m10_mean",
@@ -144,6 +144,12 @@ def test_ulp_numbers_meet_the_chapter_claims():
     assert values["ulp_auc_m10_one_source_mean"] >= 0.80
     assert values["ulp_auc_m10_mean"] - values["ulp_noise_auc_m10_mean"] >= 0.2
     assert values["ulp_auc_anywhere"] >= 0.7
+    # the blended zoo is measured, whatever it shows, with Neural Cleanse beside it
+    for key in ("ulp_auc_blended", "ulp_noise_auc_blended", "nc_auc_blended"):
+        assert 0.0 <= values[key] <= 1.0, key
+    assert values["ulp_auc_blended_ci_low"] <= values["ulp_auc_blended_ci_high"]
+    assert values["nc_auc_blended_ci_low"] <= values["nc_auc_blended"] <= values["nc_auc_blended_ci_high"]
+    assert values["ulp_blended_models"] >= 40
     assert values["ulp_zoo_minutes"] > 0  # a build time is recorded (its budget is not a test)
     assert values["ulp_zoo_models"] >= 400
     assert values["ulp_train_models"] >= 300 and values["ulp_test_models"] >= 100

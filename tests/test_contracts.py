@@ -535,6 +535,10 @@ bad("attribution.mask_iou", "inf", "second",
 
 # ---- zoo
 bad("zoo.PatchSpec", "size 0", "size", lambda: zoo.PatchSpec(size=0, row=0, col=0, bits=()))
+for alpha in (0.0, -0.1, 1.5, NAN, "0.1", True):
+    bad("zoo.BlendSpec", f"alpha {alpha!r}", "alpha", lambda alpha=alpha: zoo.BlendSpec(alpha=alpha, seed=0))
+for seed in BAD_SEEDS:
+    bad("zoo.BlendSpec", f"seed {seed!r}", "seed", lambda seed=seed: zoo.BlendSpec(alpha=0.1, seed=seed))
 bad("zoo.PatchSpec", "row float", "row", lambda: zoo.PatchSpec(size=1, row=0.5, col=0, bits=(1,)))
 bad("zoo.PatchSpec", "col -1", "col", lambda: zoo.PatchSpec(size=1, row=0, col=-1, bits=(1,)))
 bad("zoo.PatchSpec", "bits 2", "bits", lambda: zoo.PatchSpec(size=1, row=0, col=0, bits=(2,)))

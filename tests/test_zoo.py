@@ -9,6 +9,7 @@ from backdoorlab import cache as cache_module
 from backdoorlab import train as train_module
 from backdoorlab import triggers as triggers_module
 from backdoorlab.zoo import (
+    BlendSpec,
     ModelConfig,
     ModelStack,
     PatchSpec,
@@ -183,3 +184,34 @@ def test_train_zoo_filters_reports_and_caches(tiny_set, tmp_path):
     assert "attack success" in unattainable.rejected[0][1]
     with pytest.raises(ValueError, match="empty"):
         train_zoo([], tiny_set, tiny_set)
+
+
+def test_blend_spec_stamps_the_blend_formula_and_keys_apart_from_patches():
+    spec = BlendSpec(alpha=0.25, seed=4)
+    trigger = spec.trigger((1, 28, 28))
+    noise = torch.rand(1, 28, 28, generator=torch.Generator().manual_seed(4))
+    images = torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(trigger.apply(images), 0.75 * images + 0.25 * noise)
+    assert torch.equal(spec.trigger().pattern, BlendSpec(alpha=0.5, seed=4).trigger().pattern)
+    config = ModelConfig(1, "all_to_one", spec, 3, None, 0.1)
+    record = config.as_dict()["trigger"]
+    assert record == {"kind": "blend", "alpha": 0.25, "seed": 4}
+    assert ModelConfig(1, "all_to_one", TRIGGER, 3, None, 0.1).as_dict()["trigger"]["bits"] == list(TRIGGER.bits)
+    for bad, error in (({"alpha": 0.0, "seed": 0}, ValueError), ({"alpha": 1.5, "seed": 0}, ValueError),
+                       ({"alpha": 0.1, "seed": 1.5}, TypeError)):
+        with pytest.raises(error):
+            BlendSpec(**bad)
+    with pytest.raises(TypeError, match="trigger"):
+        ModelConfig(1, "all_to_one", "blend", 3, None, 0.1)
+
+
+def test_blended_backdoor_is_learned_and_evaluated(tiny_set):
+    spec = BlendSpec(alpha=0.2, seed=1)
+    configs = [ModelConfig(7, "all_to_one", spec, 3, None, 0.3), ModelConfig(8)]
+    plan = training_plan(configs, tiny_set, subset_size=400)
+    assert torch.allclose(plan.masks[0], torch.full((1, 28, 28), 0.2)) and not plan.masks[1].any()
+    stack = train_stack(configs, tiny_set, subset_size=600, epochs=6, batch_size=32)
+    accuracy, success = evaluate_zoo(stack, configs, tiny_set)
+    expected = triggers_module.attack_success_rate(stack.member(0), tiny_set, spec.trigger(), target=3)
+    assert float(success[0]) == pytest.approx(expected, abs=1e-6)
+    assert success[0] > 0.8 and torch.isnan(success[1])

@@ -35,10 +35,11 @@ from . import models as models_module
 from . import train as train_module
 from . import triggers as triggers_module
 from .models import MNIST_MEAN, MNIST_STD, Normalize
-from .triggers import Trigger, patch_trigger
+from .triggers import Trigger, blended_trigger, patch_trigger
 
 __all__ = [
     "ATTACKS",
+    "BlendSpec",
     "ModelConfig",
     "ModelStack",
     "PatchSpec",
@@ -97,6 +98,41 @@ class PatchSpec:
         square = torch.tensor(self.bits, dtype=torch.float32).view(1, self.size, self.size)
         square = square.expand(image_shape[0], self.size, self.size)
         return patch_trigger(image_shape=image_shape, size=self.size, position=(self.row, self.col), pattern=square)
+
+
+@dataclass(frozen=True)
+class BlendSpec:
+    """A blended trigger, as data: a uniform-noise pattern drawn from ``seed``, mixed in at ``alpha``.
+
+    Stamping gives :math:`(1 - \\alpha)\\, x + \\alpha\\, p` at every pixel
+    (:func:`backdoorlab.triggers.blended_trigger`, Chen et al. 2017), with :math:`p` uniform in
+    [0, 1] from a ``torch.Generator`` seeded with ``seed``.
+
+    Attributes
+    ----------
+    alpha : float
+        Blend weight, in (0, 1].
+    seed : int
+        Seeds the noise pattern.
+
+    Examples
+    --------
+    >>> trigger = BlendSpec(alpha=0.1, seed=0).trigger((1, 4, 4))
+    >>> float(trigger.mask.max()), tuple(trigger.pattern.shape)
+    (0.10000000149011612, (1, 4, 4))
+    """
+
+    alpha: float
+    seed: int
+
+    def __post_init__(self) -> None:
+        _checks.check_rate("alpha", self.alpha, strict_minimum=True)
+        _checks.check_seed(self.seed)
+
+    def trigger(self, image_shape: tuple[int, int, int] = (1, 28, 28)) -> Trigger:
+        """The :class:`~backdoorlab.triggers.Trigger` this blend stamps on images of ``image_shape``."""
+        pattern = torch.rand(*image_shape, generator=torch.Generator().manual_seed(self.seed))
+        return blended_trigger(pattern, alpha=float(self.alpha))
 
 
 def random_patch_triggers(
@@ -199,7 +235,7 @@ class ModelConfig:
     seed : int
         Seeds the initial weights, the training subset and the batch order.
     attack : {"clean", "all_to_one", "one_source"}
-    trigger : PatchSpec or None
+    trigger : PatchSpec, BlendSpec or None
         The backdoor's trigger (None for a clean model).
     target : int or None
         The class triggered images are sent to.
@@ -212,15 +248,15 @@ class ModelConfig:
 
     seed: int
     attack: str = "clean"
-    trigger: PatchSpec | None = None
+    trigger: PatchSpec | BlendSpec | None = None
     target: int | None = None
     source: int | None = None
     rate: float = 0.0
 
     def __post_init__(self) -> None:
         _checks.check_seed(self.seed)
-        if self.trigger is not None and not isinstance(self.trigger, PatchSpec):
-            raise TypeError(f"trigger must be a PatchSpec or None, got {type(self.trigger).__name__}")
+        if self.trigger is not None and not isinstance(self.trigger, (PatchSpec, BlendSpec)):
+            raise TypeError(f"trigger must be a PatchSpec, a BlendSpec or None, got {type(self.trigger).__name__}")
         for name in ("target", "source"):
             if getattr(self, name) is not None:
                 _checks.check_int(name, getattr(self, name), minimum=0)
@@ -248,8 +284,10 @@ class ModelConfig:
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready dictionary (for cache keys and records)."""
         record = asdict(self)
-        if self.trigger is not None:
+        if isinstance(self.trigger, PatchSpec):
             record["trigger"]["bits"] = list(self.trigger.bits)
+        elif isinstance(self.trigger, BlendSpec):
+            record["trigger"] = {"kind": "blend", "alpha": float(self.trigger.alpha), "seed": self.trigger.seed}
         return record
 
 
@@ -257,7 +295,7 @@ def zoo_spec(
     *,
     num_clean: int,
     num_poisoned: int,
-    triggers: Sequence[PatchSpec],
+    triggers: Sequence[PatchSpec | BlendSpec],
     seed: int,
     num_classes: int = 10,
     one_source_share: float = 0.5,
