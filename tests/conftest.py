@@ -102,3 +102,16 @@ def tiny_set():
         torch.from_numpy(labels.astype(np.int64)),
         MNIST_CLASSES,
     )
+
+
+def bar_images(n: int, seed: int):
+    """Ten easy classes for planted-backdoor tests: class c is a bright horizontal bar at row
+    3 + 2c, on weak noise (an ImageSet of n 28x28 images)."""
+    from backdoorlab.data import ImageSet
+
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 10
+    images = torch.rand(n, 1, 28, 28, generator=generator) * 0.2
+    for c in range(10):
+        images[labels == c, 0, 3 + 2 * c:5 + 2 * c, 4:20] += 0.7
+    return ImageSet(images.clamp(0, 1), labels, [str(i) for i in range(10)])

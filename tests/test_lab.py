@@ -6,8 +6,8 @@ import copy
 
 import pytest
 import torch
+from conftest import bar_images
 
-from backdoorlab.data import ImageSet
 from backdoorlab.lab import Grader, LabGrade, threshold_at_fpr
 from backdoorlab.triggers import Trigger
 from backdoorlab.ulp import LitmusDetector
@@ -18,20 +18,10 @@ SPEC = PatchSpec(3, 24, 24, (1,) * 9)
 NC_OPTIONS = dict(epochs=12, steps_per_epoch=4, batch_size=16, seed=0)
 
 
-def _bars(n: int, seed: int) -> ImageSet:
-    """Ten easy classes: class c is a bright horizontal bar at row 3 + 2c, on weak noise."""
-    generator = torch.Generator().manual_seed(seed)
-    labels = torch.arange(n) % 10
-    images = torch.rand(n, 1, 28, 28, generator=generator) * 0.2
-    for c in range(10):
-        images[labels == c, 0, 3 + 2 * c:5 + 2 * c, 4:20] += 0.7
-    return ImageSet(images.clamp(0, 1), labels, [str(i) for i in range(10)])
-
-
 @pytest.fixture(scope="module")
 def lab():
     """A backdoored model (3x3 white patch at the bottom right -> 7), three clean references and a grader."""
-    data, test = _bars(1000, 0), _bars(300, 1)
+    data, test = bar_images(1000, 0), bar_images(300, 1)
     configs = [ModelConfig(5, "all_to_one", SPEC, TARGET, None, 0.3)] + [ModelConfig(seed) for seed in (6, 8, 9)]
     stack = train_stack(configs, data, subset_size=1000, epochs=4, batch_size=32)
     accuracy, success = evaluate_zoo(stack, configs, test)

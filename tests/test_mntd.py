@@ -4,28 +4,18 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import bar_images
 
-from backdoorlab.data import ImageSet
 from backdoorlab.mntd import OneClassMetaClassifier, one_class_objective, train_one_class
 from backdoorlab.stats import auc
 from backdoorlab.zoo import ModelConfig, ModelStack, Zoo, train_stack
-
-
-def _bars(n: int, seed: int) -> ImageSet:
-    """Ten easy classes: class c is a bright horizontal bar at row 3 + 2c, on weak noise."""
-    generator = torch.Generator().manual_seed(seed)
-    labels = torch.arange(n) % 10
-    images = torch.rand(n, 1, 28, 28, generator=generator) * 0.2
-    for c in range(10):
-        images[labels == c, 0, 3 + 2 * c:5 + 2 * c, 4:20] += 0.7
-    return ImageSet(images.clamp(0, 1), labels, [str(i) for i in range(10)])
 
 
 @pytest.fixture(scope="module")
 def trained_models() -> ModelStack:
     """Sixteen clean models trained on bar images (different seeds)."""
     configs = [ModelConfig(seed) for seed in range(16)]
-    return train_stack(configs, _bars(600, 0), subset_size=600, epochs=2, batch_size=32)
+    return train_stack(configs, bar_images(600, 0), subset_size=600, epochs=2, batch_size=32)
 
 
 def test_objective_is_the_one_class_loss():

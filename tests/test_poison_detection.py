@@ -7,11 +7,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import bar_images
 from torch import nn
 
 from backdoorlab import poison_detection as pd
 from backdoorlab import stats
-from backdoorlab.data import ImageSet
 from backdoorlab.models import CifarCNN, MnistCNN, MnistMLP
 from backdoorlab.train import fit, seeded
 from backdoorlab.triggers import patch_trigger, poison
@@ -209,16 +209,6 @@ def test_features_refuse_models_they_cannot_cut(model):
 # --------------------------------------------------------------------------- a trained model
 
 
-def _bars(n: int, seed: int) -> ImageSet:
-    """Ten easy classes: class c is a bright horizontal bar at row 3 + 2c, on weak noise."""
-    generator = torch.Generator().manual_seed(seed)
-    labels = torch.arange(n) % 10
-    images = torch.rand(n, 1, 28, 28, generator=generator) * 0.2
-    for c in range(10):
-        images[labels == c, 0, 3 + 2 * c:5 + 2 * c, 4:20] += 0.7
-    return ImageSet(images.clamp(0, 1), labels, [str(i) for i in range(10)])
-
-
 @pytest.fixture(scope="module")
 def backdoored():
     """A ZooCNN trained on 1000 bar images of which 50 carry a 3x3 white patch and the label 7.
@@ -228,14 +218,14 @@ def backdoored():
     the direction's far end are the clean images).
     """
     trigger = patch_trigger(image_shape=(1, 28, 28), size=3, position=(25, 25), pattern="white")
-    poisoned = poison(_bars(1000, 0), trigger, rate=0.05, target=7, seed=0)
+    poisoned = poison(bar_images(1000, 0), trigger, rate=0.05, target=7, seed=0)
     with seeded(0):
         model = ZooCNN()
     fit(model, poisoned.data, epochs=4, seed=0, batch_size=32, max_lr=1e-2, progress=False)
     model.eval()
     truth = torch.zeros(1000, dtype=torch.bool)
     truth[poisoned.indices] = True
-    test = _bars(200, 1)
+    test = bar_images(200, 1)
     with torch.no_grad():  # the fixture's premise: the backdoor works and the clean task is learnt
         assert (model(trigger.apply(test.images[test.labels != 7])).argmax(1) == 7).float().mean() > 0.9
         assert (model(test.images).argmax(1) == test.labels).float().mean() > 0.95

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from conftest import bar_images
 
 from backdoorlab.data import ImageSet
 from backdoorlab.neural_cleanse import anomaly_index
@@ -17,20 +18,10 @@ TARGET = 7
 TRIGGER = PatchSpec(3, 24, 24, (1,) * 9)
 
 
-def _bars(n: int, seed: int) -> ImageSet:
-    """Ten easy classes: class c is a bright horizontal bar at row 3 + 2c, on weak noise."""
-    generator = torch.Generator().manual_seed(seed)
-    labels = torch.arange(n) % 10
-    images = torch.rand(n, 1, 28, 28, generator=generator) * 0.2
-    for c in range(10):
-        images[labels == c, 0, 3 + 2 * c:5 + 2 * c, 4:20] += 0.7
-    return ImageSet(images.clamp(0, 1), labels, [str(i) for i in range(10)])
-
-
 @pytest.fixture(scope="module")
 def planted():
     """A backdoored model (3x3 white patch at the bottom right -> 7) and two clean ones, on bar images."""
-    data, test = _bars(1000, 0), _bars(300, 1)
+    data, test = bar_images(1000, 0), bar_images(300, 1)
     configs = [ModelConfig(5, "all_to_one", TRIGGER, TARGET, None, 0.3), ModelConfig(6), ModelConfig(8)]
     stack = train_stack(configs, data, subset_size=1000, epochs=4, batch_size=32)
     accuracy, success = evaluate_zoo(stack, configs, test)
@@ -70,7 +61,7 @@ def test_linf_budget_and_chunks(planted):
 
 
 def test_same_seed_same_scan_other_seed_other():
-    data = _bars(40, 3)
+    data = bar_images(40, 3)
     stack = ModelStack.initial([0])
     first = targeted_scan(stack, data, steps=2, batch_size=4, seed=1)
     again = targeted_scan(stack, data, steps=2, batch_size=4, seed=1)
@@ -87,12 +78,12 @@ def test_same_seed_same_scan_other_seed_other():
 ])
 def test_bad_options_are_refused(kwargs, name):
     with pytest.raises((ValueError, TypeError), match=name):
-        targeted_scan(ModelStack.initial([0]), _bars(20, 0), **kwargs)
+        targeted_scan(ModelStack.initial([0]), bar_images(20, 0), **kwargs)
 
 
 def test_bad_models_and_data_are_refused():
     with pytest.raises(TypeError, match="models"):
-        targeted_scan(torch.nn.Linear(2, 2), _bars(20, 0))
+        targeted_scan(torch.nn.Linear(2, 2), bar_images(20, 0))
     with pytest.raises(TypeError, match="data"):
         targeted_scan(ModelStack.initial([0]), torch.rand(4, 1, 28, 28))
     small = ImageSet(torch.rand(4, 1, 8, 8), torch.arange(4), [str(i) for i in range(10)])

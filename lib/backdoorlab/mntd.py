@@ -33,21 +33,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import _checks
+from ._stacks import as_stack
 from .zoo import ModelStack, Zoo, ZooCNN
 
 __all__ = ["OneClassMetaClassifier", "OneClassTraining", "one_class_objective", "train_one_class"]
-
-
-def _as_stack(models: ModelStack | Zoo | Sequence[ZooCNN]) -> ModelStack:
-    if isinstance(models, Zoo):
-        return models.stack
-    if isinstance(models, ModelStack):
-        return models
-    if isinstance(models, nn.Module) or not isinstance(models, Sequence):
-        raise TypeError(f"models must be a ModelStack, a Zoo or a sequence of ZooCNN, got {type(models).__name__}")
-    if len(models) == 0:
-        raise ValueError("models is empty")
-    return ModelStack.from_models(list(models))
 
 
 class OneClassMetaClassifier(nn.Module):
@@ -123,14 +112,14 @@ class OneClassMetaClassifier(nn.Module):
     @torch.no_grad()
     def score(self, models: ModelStack | Zoo | Sequence[ZooCNN]) -> torch.Tensor:
         """Suspicion r - s(f) of each model: (K,); positive outside the clean models' region."""
-        return self.radius - self(_as_stack(models))
+        return self.radius - self(as_stack(models))
 
 
 def one_class_objective(detector: OneClassMetaClassifier, stack: ModelStack) -> torch.Tensor:
     """The one-class objective on a batch of clean models (the module's equation), radius fixed."""
     if not isinstance(detector, OneClassMetaClassifier):
         raise TypeError(f"detector must be a OneClassMetaClassifier, got {type(detector).__name__}")
-    scores = detector(_as_stack(stack))
+    scores = detector(as_stack(stack))
     penalty = 0.5 * (detector.w.square().sum() + detector.hidden.weight.square().sum()
                      + detector.hidden.bias.square().sum())
     return penalty + F.relu(detector.radius - scores).mean() / detector.nu - detector.radius

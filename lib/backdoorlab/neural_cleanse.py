@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from . import _checks
+from ._stacks import as_stack
 from .zoo import ModelStack, Zoo, ZooCNN
 
 __all__ = ["NeuralCleanseResult", "anomaly_index", "neural_cleanse", "MAD_CONSISTENCY"]
@@ -121,16 +122,6 @@ def anomaly_index(norms: torch.Tensor) -> torch.Tensor:
     index = torch.where(mad > 0, gap / mad.clamp(min=torch.finfo(torch.float64).tiny),
                         torch.where(gap > 0, torch.full_like(gap, float("inf")), torch.zeros_like(gap)))
     return index.float()
-
-
-def _as_stack(models: ModelStack | Zoo | Sequence[ZooCNN]) -> ModelStack:
-    if isinstance(models, Zoo):
-        return models.stack
-    if isinstance(models, ModelStack):
-        return models
-    if isinstance(models, torch.nn.Module) or not isinstance(models, Sequence):
-        raise TypeError(f"models must be a ModelStack, a Zoo or a sequence of ZooCNN, got {type(models).__name__}")
-    return ModelStack.from_models(list(models))
 
 
 def _to_unit(raw: torch.Tensor) -> torch.Tensor:
@@ -347,7 +338,7 @@ def neural_cleanse(
     >>> result.masks.shape, result.anomaly_index.shape
     (torch.Size([2, 3, 28, 28]), torch.Size([2]))
     """
-    stack = _as_stack(models)
+    stack = as_stack(models)
     for name, value in stack.parameter_dict().items():
         _checks.check_finite(f"models (parameter {name})", value)
     _checks.check_images(images, nonempty=True)

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from . import _checks
+from ._stacks import as_stack
 from .data import ImageSet
 from .neural_cleanse import anomaly_index
 from .uap import project_lp
@@ -61,18 +62,6 @@ class TargetedScan:
     suspect_label: torch.Tensor
     labels: tuple[int, ...]
     seconds: float
-
-
-def _as_stack(models: ModelStack | Zoo | Sequence[ZooCNN]) -> ModelStack:
-    if isinstance(models, Zoo):
-        return models.stack
-    if isinstance(models, ModelStack):
-        return models
-    if isinstance(models, torch.nn.Module) or not isinstance(models, Sequence):
-        raise TypeError(f"models must be a ModelStack, a Zoo or a sequence of ZooCNN, got {type(models).__name__}")
-    if len(models) == 0:
-        raise ValueError("models is empty")
-    return ModelStack.from_models(list(models))
 
 
 def _scan_chunk(stack: ModelStack, images: torch.Tensor, image_labels: torch.Tensor, classes: torch.Tensor, *,
@@ -159,7 +148,7 @@ def targeted_scan(
     >>> scan.success.shape, scan.anomaly_index.shape
     (torch.Size([2, 10]), torch.Size([2]))
     """
-    stack = _as_stack(models)
+    stack = as_stack(models)
     for name, value in stack.parameter_dict().items():
         if not bool(torch.isfinite(value).all()):
             raise ValueError(f"models have non-finite weights ({name}): a model's weights are broken")

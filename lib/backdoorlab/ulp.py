@@ -31,6 +31,7 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from . import _checks
+from ._stacks import as_stack
 from .zoo import ModelStack, Zoo, ZooCNN
 
 __all__ = [
@@ -71,16 +72,6 @@ def total_variation(patterns: torch.Tensor) -> torch.Tensor:
     vertical = (patterns[:, :, 1:, :] - patterns[:, :, :-1, :]).abs().sum(dim=(1, 2, 3))
     horizontal = (patterns[:, :, :, 1:] - patterns[:, :, :, :-1]).abs().sum(dim=(1, 2, 3))
     return vertical + horizontal
-
-
-def _as_stack(models: ModelStack | Zoo | Sequence[ZooCNN]) -> ModelStack:
-    if isinstance(models, Zoo):
-        return models.stack
-    if isinstance(models, ModelStack):
-        return models
-    if isinstance(models, nn.Module):
-        raise TypeError(f"models must be a ModelStack, a Zoo or a sequence of ZooCNN, got {type(models).__name__}")
-    return ModelStack.from_models(list(models))
 
 
 class LitmusDetector(nn.Module):
@@ -172,7 +163,7 @@ class LitmusDetector(nn.Module):
     @torch.no_grad()
     def score(self, models: ModelStack | Zoo | Sequence[ZooCNN]) -> torch.Tensor:
         """Probability that each model is backdoored: (K,) in [0, 1]."""
-        return torch.sigmoid(self(_as_stack(models)))
+        return torch.sigmoid(self(as_stack(models)))
 
     @torch.no_grad()
     def score_modules(self, models: Sequence[nn.Module]) -> torch.Tensor:
